@@ -1,0 +1,3 @@
+from kdumpy.cli import main
+
+raise SystemExit(main())

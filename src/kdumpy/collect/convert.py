@@ -1,0 +1,207 @@
+"""Re-encode a dump in another format, page for page, without filtering (`kdumpy convert`).
+
+Whatever the input holds goes out: present pages as data, excluded pages as excluded, holes as holes.
+Pages are handled in runs of at most `_CHUNK_PAGES`, so memory stays bounded whatever the dump size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kdumpy.errors import DumpError, UsageError
+from kdumpy.formats.codecs import get_codec
+from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
+from kdumpy.formats.elf import EM_386, ElfCoreWriter, LoadSpec
+from kdumpy.formats.io import Sink
+from kdumpy.formats.notes import cpu_notes
+from kdumpy.memory.dump import Dump, ElfDump, KdumpDump, PageState
+from kdumpy.memory.kernel import Kernel
+
+__all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "present_runs"]
+
+FORMATS = ("elf", "kdump", "flat")
+_CHUNK_PAGES = 1024  # 4 MiB of 4 KiB pages per read and write
+_STATE_WINDOW = 1 << 20  # pfns classified at a time: 1 MiB of state bytes
+ELF_EXCLUDED_RUN = 256
+"""Excluded runs shorter than this are written as zero data in ELF output rather than starting a new
+PT_LOAD, as makedumpfile -E does (PFN_EXCLUDED), so a filtered dump does not explode into segments."""
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What a conversion wrote."""
+
+    pages_written: int
+    """Pages whose content went into the output."""
+    pages_excluded: int
+    """RAM pages the output marks as not dumped."""
+    seconds: float
+    """Wall time of the conversion."""
+
+
+def _state_windows(dump: Dump, start: int, end: int) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    for lo in range(start, end, _STATE_WINDOW):
+        yield lo, dump.page_states(lo, min(end, lo + _STATE_WINDOW))
+
+
+def present_runs(dump: Dump, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
+    """(first pfn, count) of each run of present pages, split at `_CHUNK_PAGES`."""
+    end = dump.max_pfn if end is None else end
+    for base, states in _state_windows(dump, start, end):
+        present = (states == PageState.PRESENT).astype(np.int8)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], present, [0]))))
+        for a, b in edges.reshape(-1, 2).tolist():
+            for lo in range(a, b, _CHUNK_PAGES):
+                yield base + lo, min(b, lo + _CHUNK_PAGES) - lo
+
+
+def dump_utsname(dump: Dump) -> Utsname:
+    """The crashed kernel's utsname: from the kdump header, else read through the page tables."""
+    if isinstance(dump, KdumpDump):
+        return dump.dd.utsname
+    info = dump.vmcoreinfo
+    release = (info.osrelease if info else None) or ""
+    try:
+        u = Kernel(dump).utsname()
+        return Utsname(u.sysname, u.nodename, u.release, u.version, u.machine, u.domainname)
+    except DumpError:
+        raise
+    except Exception:  # noqa: BLE001 - utsname is cosmetic in the header; never fail a conversion for it
+        return Utsname("Linux", "", release, "", "x86_64" if dump.machine != EM_386 else "i686", "")
+
+
+def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    nbytes = -(-max_mapnr // 8)
+    b1 = np.zeros(nbytes, dtype=np.uint8)
+    b2 = np.zeros(nbytes, dtype=np.uint8)
+    for base, states in _state_windows(dump, 0, max_mapnr):
+        # Windows start on multiples of 8 pfns, so whole bytes can be packed in place.
+        lo = base // 8
+        ram = np.packbits(states != PageState.MISSING, bitorder="little")
+        dumpable = np.packbits(states == PageState.PRESENT, bitorder="little")
+        b1[lo : lo + len(ram)] = ram
+        b2[lo : lo + len(dumpable)] = dumpable
+    return b1, b2
+
+
+def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple[int, int]:
+    info = dump.vmcoreinfo
+    if isinstance(dump, KdumpDump):
+        max_mapnr = dump.dd.max_mapnr
+        timestamp = dump.dd.timestamp
+        phys_base = dump.dd.phys_base
+        dump_level = dump.dd.dump_level
+    else:
+        max_mapnr = dump.max_pfn
+        timestamp = float((info.crashtime if info else None) or 0)
+        phys_base = (info.number("phys_base") if info else None) or 0
+        dump_level = 0
+    writer = DiskDumpWriter(
+        sink,
+        page_size=dump.page_size,
+        max_mapnr=max_mapnr,
+        utsname=dump_utsname(dump),
+        timestamp=timestamp,
+        nr_cpus=len(cpu_notes(dump.notes)),
+        phys_base=phys_base,
+        dump_level=dump_level,
+        codec=get_codec(codec_name),
+        note_data=dump.note_data,
+        threads=threads,
+    )
+    b1, b2 = _bitmaps(dump, max_mapnr)
+    writer.write_bitmaps(b1, b2)
+    written = 0
+    for pfn, count in present_runs(dump, 0, max_mapnr):
+        writer.write_pages(np.arange(pfn, pfn + count, dtype=np.uint64), dump.read_pages(pfn, count))
+        written += count
+    writer.finish(incomplete=dump.incomplete)
+    ram = int(np.unpackbits(b1).sum())
+    return written, ram - written
+
+
+def _elf_loads(dump: Dump) -> list[tuple[int, int, int, int]]:
+    """(paddr, vaddr, filesz, memsz) of the output's PT_LOADs.
+
+    An ELF input keeps its segments (and their vaddrs: the kernel-text mapping, the direct map); other
+    inputs get one segment per run of RAM, with vaddr 0 (the kdump format does not record them).
+    Inside each, an excluded run of `ELF_EXCLUDED_RUN` pages or more ends a segment's data.
+    """
+    ps = dump.page_size
+    if isinstance(dump, ElfDump):
+        spans = [(p, v, m) for p, v, m in dump.load_vaddrs() if m]
+    else:
+        spans = [(r.start, 0, r.end - r.start) for r in dump.ranges]
+    out = []
+    for paddr, vaddr, memsz in spans:
+        first, n = paddr // ps, -(-(paddr + memsz) // ps) - paddr // ps
+        absent = dump.page_states(first, first + n) != PageState.PRESENT
+        cuts = [(a, a + k) for a, k in _runs_of(absent) if k >= ELF_EXCLUDED_RUN or a + k == n]
+        seg = 0
+        for a, b in [*cuts, (n, n)]:
+            if seg == a == b:
+                continue
+            lo = max(paddr, (first + seg) * ps)
+            data_end = min(paddr + memsz, (first + a) * ps)
+            mem_end = min(paddr + memsz, (first + b) * ps)
+            out.append((lo, vaddr + (lo - paddr) if vaddr else 0, max(0, data_end - lo), mem_end - lo))
+            seg = b
+    return out
+
+
+def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> tuple[int, int]:
+    ps = dump.page_size
+    loads = _elf_loads(dump)
+    writer = ElfCoreWriter(
+        sink,
+        elf_class=elf_class,
+        machine=dump.machine,
+        note_data=dump.note_data,
+        loads=[LoadSpec(p, v, fs, ms) for p, v, fs, ms in loads],
+        page_size=ps,
+    )
+    writer.write_headers(incomplete=dump.incomplete)
+    written = excluded = 0
+    for index, (paddr, _, filesz, memsz) in enumerate(loads):
+        end = paddr + filesz
+        pos = paddr
+        while pos < end:
+            # Read whole pages; the segment may start or end inside one.
+            first = pos // ps
+            count = min(_CHUNK_PAGES, -(-end // ps) - first)
+            states = dump.page_states(first, first + count)
+            data = bytearray(count * ps)
+            for a, n in _runs_of(states == PageState.PRESENT):
+                data[a * ps : (a + n) * ps] = dump.read_pages(first + a, n)
+                written += n
+            lo, hi = pos - first * ps, min(end, (first + count) * ps) - first * ps
+            writer.write_load_data(index, pos - paddr, memoryview(data)[lo:hi])
+            pos = first * ps + hi
+        excluded += (memsz - filesz) // ps
+    return written, excluded
+
+
+def _runs_of(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
+    return [(int(a), int(b - a)) for a, b in edges.reshape(-1, 2)]
+
+
+def convert(
+    dump: Dump, sink: Sink, fmt: str, *, codec: str = "zlib", elf32: bool = False, threads: int = 1
+) -> ConvertResult:
+    """Write `dump` to `sink` as `fmt` ("elf", or "kdump"/"flat": the sink decides flattening)."""
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if elf32 and fmt != "elf":
+        raise UsageError("--elf32 goes with --format elf")
+    t0 = time.monotonic()
+    if fmt == "elf":
+        written, excluded = _write_elf(dump, sink, 32 if elf32 else 64)
+    else:
+        written, excluded = _write_kdump(dump, sink, codec, threads)
+    return ConvertResult(written, excluded, time.monotonic() - t0)

@@ -1,0 +1,1 @@
+"""Dump file formats: bytes to records and back, nothing else."""

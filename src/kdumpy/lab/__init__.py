@@ -1,0 +1,1 @@
+"""Real Debian kernels in QEMU: build guests, boot, arm, crash, capture."""

@@ -1,0 +1,1 @@
+"""The crashed kernel's memory, whatever file it came in."""

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.synthetic import PAGE, elf_vmcore, page_pattern
 
 from kdumpy.errors import DumpError, PageExcludedError, PageIncompleteError, PageMissingError
 from kdumpy.memory.dump import PageState, PhysRange, open_dump
-from tests.synthetic import PAGE, elf_vmcore, page_pattern
 
 
 @pytest.fixture
@@ -29,7 +29,11 @@ def test_elf_ranges_states_and_metadata(vmcore: Path) -> None:
         assert d.page_size == PAGE
         assert d.vmcoreinfo is not None and d.vmcoreinfo.osrelease == "6.1.0-test-amd64"
         assert [c.pid for c in d.cpus] == [1, 2]
-        assert d.ranges == [PhysRange(0x1000, 0x9FC00), PhysRange(0x100000, 0x110000), PhysRange(0x200000, 0x208000)]
+        assert d.ranges == [
+            PhysRange(0x1000, 0x9FC00),
+            PhysRange(0x100000, 0x110000),
+            PhysRange(0x200000, 0x208000),
+        ]
         states = d.page_states(0, 0x210)
         assert states[0] == PageState.MISSING
         assert (states[1:0xA0] == PageState.PRESENT).all()  # the mid-page end counts as present

@@ -29,7 +29,9 @@ def test_release_read_through_init_uts_ns_equals_osrelease(name: str, request: p
 
 
 @pytest.mark.parametrize("name", ["vmcore_61", "vmcore_612_la57"])
-def test_direct_map_walk_agrees_with_the_vmcore_pt_load_vaddrs(name: str, request: pytest.FixtureRequest) -> None:
+def test_direct_map_walk_agrees_with_the_vmcore_pt_load_vaddrs(
+    name: str, request: pytest.FixtureRequest
+) -> None:
     # /proc/vmcore's PT_LOAD vaddrs are the kernel's own __va() of each RAM range: a page-table walk of
     # such an address must land on the segment's paddr.
     path: Path = request.getfixturevalue(name)
@@ -43,3 +45,12 @@ def test_direct_map_walk_agrees_with_the_vmcore_pt_load_vaddrs(name: str, reques
                 assert kernel.mmu.walk(vaddr + off)[0] == paddr + off
                 checked += 1
         assert checked >= 3
+
+
+@pytest.mark.parametrize("name", ["vmcore_61", "vmcore_612", "vmcore_612_la57"])
+def test_direct_map_base_is_found_from_the_page_tables(name: str, request: pytest.FixtureRequest) -> None:
+    path: Path = request.getfixturevalue(name)
+    with open_dump(path) as dump:
+        offsets = {v - p for p, v, _ in dump.load_vaddrs() if v < 0xFFFFFFFF80000000}  # type: ignore[attr-defined]
+        assert len(offsets) == 1
+        assert Kernel(dump).mmu.direct_map_base() == offsets.pop()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kdumpy.errors import DumpError, UsageError
+from kdumpy.errors import DumpError, KdumpyError, UsageError
 from kdumpy.formats.codecs import get_codec
 from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
 from kdumpy.formats.elf import EM_386, ElfCoreWriter, LoadSpec
@@ -71,7 +71,7 @@ def dump_utsname(dump: Dump) -> Utsname:
         return Utsname(u.sysname, u.nodename, u.release, u.version, u.machine, u.domainname)
     except DumpError:
         raise
-    except Exception:  # noqa: BLE001 - utsname is cosmetic in the header; never fail a conversion for it
+    except Exception:
         return Utsname("Linux", "", release, "", "x86_64" if dump.machine != EM_386 else "i686", "")
 
 
@@ -129,14 +129,16 @@ def _elf_loads(dump: Dump) -> list[tuple[int, int, int, int]]:
     """(paddr, vaddr, filesz, memsz) of the output's PT_LOADs.
 
     An ELF input keeps its segments (and their vaddrs: the kernel-text mapping, the direct map); other
-    inputs get one segment per run of RAM, with vaddr 0 (the kdump format does not record them).
+    inputs get one segment per run of RAM, with the direct map's vaddr found from the page tables
+    (the kdump format does not record vaddrs), or 0 when it cannot be found.
     Inside each, an excluded run of `ELF_EXCLUDED_RUN` pages or more ends a segment's data.
     """
     ps = dump.page_size
     if isinstance(dump, ElfDump):
         spans = [(p, v, m) for p, v, m in dump.load_vaddrs() if m]
     else:
-        spans = [(r.start, 0, r.end - r.start) for r in dump.ranges]
+        base = _direct_map_base(dump)
+        spans = [(r.start, base + r.start if base is not None else 0, r.end - r.start) for r in dump.ranges]
     out = []
     for paddr, vaddr, memsz in spans:
         first, n = paddr // ps, -(-(paddr + memsz) // ps) - paddr // ps
@@ -152,6 +154,13 @@ def _elf_loads(dump: Dump) -> list[tuple[int, int, int, int]]:
             out.append((lo, vaddr + (lo - paddr) if vaddr else 0, max(0, data_end - lo), mem_end - lo))
             seg = b
     return out
+
+
+def _direct_map_base(dump: Dump) -> int | None:
+    try:
+        return Kernel(dump).mmu.direct_map_base()
+    except KdumpyError:
+        return None  # no VMCOREINFO or no page tables: vaddr 0, as QEMU writes with paging off
 
 
 def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> tuple[int, int]:

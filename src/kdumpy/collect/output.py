@@ -15,7 +15,7 @@ from kdumpy.errors import UsageError
 from kdumpy.formats.flattened import FlatSink
 from kdumpy.formats.io import FileSink, Sink
 
-__all__ = ["DumpOutput", "INCOMPLETE_SUFFIX"]
+__all__ = ["INCOMPLETE_SUFFIX", "DumpOutput"]
 
 INCOMPLETE_SUFFIX = "-incomplete"
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -170,6 +171,11 @@ class ElfDump(Dump):
         self._starts = [r.start for r in self._runs]
         self.incomplete = self.elf.incomplete or any(r.file_avail_end < r.file_end for r in self._runs)
 
+    @cached_property
+    def notes(self) -> list[Note]:
+        # Each PT_NOTE parsed on its own: a segment's zero terminator must not hide the next one's notes.
+        return self.elf.notes()
+
     @staticmethod
     def _load_runs(loads: Sequence[ProgramHeader], size: int) -> list[_LoadRun]:
         runs = []
@@ -234,7 +240,10 @@ class ElfDump(Dump):
             if r.start >= end:
                 break
             lo, hi = max(base, r.start), min(end, r.file_avail_end)
-            if lo < hi and os.preadv(self._fd, [view[lo - base : hi - base]], r.offset + (lo - r.start)) != hi - lo:
+            if (
+                lo < hi
+                and os.preadv(self._fd, [view[lo - base : hi - base]], r.offset + (lo - r.start)) != hi - lo
+            ):
                 raise CorruptDumpError(f"short read at physical address {lo:#x}")
         return bytes(out)
 
@@ -323,7 +332,7 @@ class SplitDump(Dump):
     def __init__(self, parts: list[KdumpDump]) -> None:
         super().__init__(parts[0].path)
         parts.sort(key=lambda p: p.dd.start_pfn)
-        for a, b in zip(parts, parts[1:], strict=False):
+        for a, b in itertools.pairwise(parts):
             if a.dd.end_pfn != b.dd.start_pfn:
                 raise UsageError(
                     f"split parts do not fit together: {a.path} ends at pfn {a.dd.end_pfn:#x}, "

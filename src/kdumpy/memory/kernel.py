@@ -43,7 +43,9 @@ class Kernel:
         if info is None:
             raise VmcoreinfoError(f"{dump.path}: the dump has no VMCOREINFO note")
         if dump.machine != EM_X86_64:
-            raise UnsupportedError(f"{dump.path}: only x86_64 dumps are supported (ELF machine {dump.machine})")
+            raise UnsupportedError(
+                f"{dump.path}: only x86_64 dumps are supported (ELF machine {dump.machine})"
+            )
         self.dump = dump
         self.info: VmcoreInfo = info
         self.page_size = info.pagesize or dump.page_size
@@ -82,7 +84,9 @@ class Kernel:
         """A NUL-terminated string of at most `limit` bytes (without reading past it)."""
         out = bytearray()
         while len(out) < limit:
-            chunk = self.read(vaddr + len(out), min(limit - len(out), self.page_size - (vaddr + len(out)) % self.page_size))
+            chunk = self.read(
+                vaddr + len(out), min(limit - len(out), self.page_size - (vaddr + len(out)) % self.page_size)
+            )
             nul = chunk.find(b"\0")
             if nul >= 0:
                 out += chunk[:nul]
@@ -98,7 +102,10 @@ class Kernel:
         """`init_uts_ns.name`, read through the page tables."""
         base = self.symbol("init_uts_ns") + self.info.require_offset("uts_namespace", "name")
         raw = self.read(base, 6 * _UTS_LEN)
-        fields = [raw[i * _UTS_LEN : (i + 1) * _UTS_LEN].split(b"\0", 1)[0].decode("utf-8", "replace") for i in range(6)]
+        fields = [
+            raw[i * _UTS_LEN : (i + 1) * _UTS_LEN].split(b"\0", 1)[0].decode("utf-8", "replace")
+            for i in range(6)
+        ]
         return Utsname(*fields)
 
 

@@ -27,6 +27,11 @@ _TABLE = struct.Struct("<512Q")
 _CACHE_TABLES = 4096  # 16 MiB of page-table pages at most
 
 
+def _canonical(vaddr: int) -> int:
+    """Sign-extend bit 56 (5-level) or 47 (4-level) the way the CPU does; here: kernel half only."""
+    return vaddr | (0xFFFF000000000000 if vaddr < (1 << 48) else 0xFF00000000000000)
+
+
 class X86_64Mmu:
     """Translates the dead kernel's virtual addresses to physical ones."""
 
@@ -37,7 +42,9 @@ class X86_64Mmu:
         nb = info.number("phys_base")
         base = nb if nb is not None else phys_base
         if base is None:
-            raise VmcoreinfoError("VMCOREINFO has no NUMBER(phys_base), and the dump gives no other way to it")
+            raise VmcoreinfoError(
+                "VMCOREINFO has no NUMBER(phys_base), and the dump gives no other way to it"
+            )
         self.phys_base = base
         top = info.symbol("init_top_pgt") or info.symbol("init_level4_pgt")
         if top is None:
@@ -55,7 +62,9 @@ class X86_64Mmu:
             try:
                 t = _TABLE.unpack(self._read_phys(paddr, _TABLE.size))
             except PageError as e:
-                raise AddressError(f"page table at physical address {paddr:#x} is not in the dump ({e})") from e
+                raise AddressError(
+                    f"page table at physical address {paddr:#x} is not in the dump ({e})"
+                ) from e
             self._tables[paddr] = t
             if len(self._tables) > _CACHE_TABLES:
                 self._tables.popitem(last=False)
@@ -67,6 +76,39 @@ class X86_64Mmu:
             # The kernel image is mapped linearly at phys_base (the kernel's own __pa_symbol()).
             return vaddr - START_KERNEL_MAP + self.phys_base
         return self.walk(vaddr)[0]
+
+    def direct_map_base(self) -> int | None:
+        """`page_offset_base`: the lowest kernel address that maps physical address 0.
+
+        KASLR places the direct map on a 1 GiB boundary, and it is the lowest kernel-half region
+        (below vmalloc, vmemmap and the kernel image), so the first 1 GiB slot whose walk lands on
+        physical 0 is the base. Only present entries are visited: a few hundred table reads at most.
+        """
+        top_shift = 48 if self.levels == 5 else 39
+        for i in range(256, 512):
+            base = _canonical(i << top_shift)
+            if base >= START_KERNEL_MAP:
+                break
+            found = self._search_zero(self.top_table, i, top_shift, base)
+            if found is not None:
+                return found
+        return None
+
+    def _search_zero(self, table: int, index: int, shift: int, vbase: int) -> int | None:
+        entry = self._table(table)[index]
+        if not entry & _PRESENT:
+            return None
+        if shift == 30:
+            try:
+                return vbase if self.walk(vbase)[0] == 0 else None
+            except AddressError:
+                return None
+        nxt = entry & _ENTRY_ADDR & ~self.sme_mask
+        for j in range(512):
+            found = self._search_zero(nxt, j, shift - 9, vbase + (j << (shift - 9)))
+            if found is not None:
+                return found
+        return None
 
     def walk(self, vaddr: int) -> tuple[int, int]:
         """(physical address, size of the mapping page) from a full page-table walk."""

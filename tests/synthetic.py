@@ -58,7 +58,9 @@ def elf_vmcore(
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     sink = PwriteSink(fd)
     loads = [LoadSpec(p, 0xFFFF888000000000 + p if elf_class == 64 else 0, fs, ms) for p, fs, ms in segments]
-    w = ElfCoreWriter(sink, elf_class=elf_class, machine=EM_X86_64, note_data=note_data or notes(), loads=loads)
+    w = ElfCoreWriter(
+        sink, elf_class=elf_class, machine=EM_X86_64, note_data=note_data or notes(), loads=loads
+    )
     w.write_headers()
     for i, (paddr, filesz, _) in enumerate(segments):
         data = bytearray()

@@ -18,7 +18,7 @@ from kdumpy.errors import KdumpyError
 __all__ = ["main"]
 
 # Command-group modules, in the order `--help` lists them.
-_GROUPS = ("info", "convert", "lab")
+_GROUPS = ("info", "convert", "dump", "analyze", "arm", "lab")
 
 
 def build_parser() -> argparse.ArgumentParser:

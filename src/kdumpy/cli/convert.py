@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("output", metavar="OUT")
     p.add_argument("--format", choices=("elf", "kdump", "flat"), default="kdump", help="default: kdump")
     p.add_argument(
-        "--codec", choices=("zlib", "lzo", "snappy", "zstd", "none"), default="zlib",
+        "--codec",
+        choices=("zlib", "lzo", "snappy", "zstd", "none"),
+        default="zlib",
         help="page compression for kdump and flat (default: zlib)",
     )
     p.add_argument("--elf32", action="store_true", help="write ELF32 (memory must lie below 4 GiB)")
@@ -73,7 +75,9 @@ def run_rebuild(args: argparse.Namespace) -> int:
     try:
         if args.file is None or args.file == "-":
             if not os.path.isfile(f"/proc/self/fd/{sys.stdout.fileno()}"):
-                raise UsageError("standard output must be a regular file: a rebuilt dump is written out of order")
+                raise UsageError(
+                    "standard output must be a regular file: a rebuilt dump is written out of order"
+                )
             rebuild(stream, FileSink(sys.stdout.fileno()))
             return 0
         if os.path.exists(args.file) and not args.force:

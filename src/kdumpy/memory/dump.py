@@ -280,7 +280,7 @@ class KdumpDump(Dump):
         self.machine = _machine_of(self.dd.utsname.machine)
         self.page_size = self.dd.block_size
         self.note_data = self.dd.note_data
-        self.incomplete = self.dd.incomplete
+        self.incomplete = self.dd.incomplete or self.dd.truncated
 
     @cached_property
     def vmcoreinfo(self) -> VmcoreInfo | None:

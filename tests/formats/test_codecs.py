@@ -1,0 +1,175 @@
+"""Page codecs: names and flags, round trips, makedumpfile's exact output, and hostile input."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from kdumpy.errors import CorruptDumpError, UnsupportedError
+from kdumpy.formats.codecs import CODECS, Codec, codec_for_flag, get_codec
+
+PAGE = 4096
+FLAGS = {"zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20, "none": 0}
+
+
+def sample_pages() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    return [
+        bytes(PAGE),
+        os.urandom(PAGE),
+        (b"kernel text and some page cache " * 200)[:PAGE],
+        bytes(rng.integers(0, 3, PAGE, dtype=np.uint8)),
+        bytes(range(256)) * (PAGE // 256),
+    ]
+
+
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_each_codec_has_makedumpfile_flag_and_is_found_by_name_and_flag(name: str) -> None:
+    codec = get_codec(name)
+    assert codec.name == name
+    assert codec.flag == FLAGS[name]
+    assert codec_for_flag(codec.flag) is codec
+
+
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_each_codec_round_trips_pages(name: str) -> None:
+    codec = get_codec(name)
+    for page in sample_pages():
+        assert codec.decompress(codec.compress(page), PAGE) == page
+        assert codec.decompress(codec.compress(memoryview(page)), PAGE) == page
+
+
+@pytest.mark.parametrize("name", ["zlib", "lzo", "snappy", "zstd"])
+def test_compressible_pages_shrink_and_random_pages_do_not(name: str) -> None:
+    codec = get_codec(name)
+    assert len(codec.compress(bytes(PAGE))) < PAGE // 10
+    # Random data never shrinks below a page: the writer then stores it raw.
+    assert len(codec.compress(os.urandom(PAGE))) >= PAGE
+
+
+@pytest.mark.parametrize("name", list(FLAGS))
+def test_compress_many_equals_page_by_page_whatever_the_thread_count(name: str) -> None:
+    codec = get_codec(name)
+    pages = sample_pages() * 130  # more than one chunk of work per thread
+    blob = b"".join(pages)
+    expected = [codec.compress(p) for p in pages]
+    assert codec.compress_many(memoryview(blob), PAGE) == expected
+    assert codec.compress_many(memoryview(blob), PAGE, threads=4) == expected
+    assert codec.compress_many(b"", PAGE, threads=4) == []
+
+
+def test_compress_many_rejects_partial_pages() -> None:
+    with pytest.raises(ValueError):
+        get_codec("zlib").compress_many(bytes(PAGE + 1), PAGE)
+
+
+def test_zlib_is_level_1_zlib_wrapped_as_makedumpfile_compress2() -> None:
+    page = sample_pages()[2]
+    out = get_codec("zlib").compress(page)
+    assert out == zlib.compress(page, 1)
+    assert out[0] == 0x78  # RFC 1950 header, not raw deflate
+
+
+def test_unknown_codec_is_unsupported_and_lists_known_names() -> None:
+    with pytest.raises(UnsupportedError) as e:
+        get_codec("lz4")
+    for name in FLAGS:
+        assert name in str(e.value)
+
+
+@pytest.mark.parametrize("flag", [0x3, 0x8, 0x10, 0x21, 0x40, 0xFFFFFFFF])
+def test_several_or_unknown_flag_bits_are_corrupt(flag: int) -> None:
+    with pytest.raises(CorruptDumpError):
+        codec_for_flag(flag)
+
+
+@pytest.mark.parametrize("name", ["zlib", "lzo", "snappy", "zstd", "none"])
+def test_wrong_size_or_garbage_is_corrupt(name: str) -> None:
+    codec = get_codec(name)
+    data = codec.compress(sample_pages()[2])
+    with pytest.raises(CorruptDumpError):
+        codec.decompress(data, PAGE * 2)  # decodes to one page, not two
+    with pytest.raises(CorruptDumpError):
+        codec.decompress(data, PAGE // 2)
+    if name != "none":
+        for junk in (b"", b"\x00", os.urandom(64), data[: len(data) // 2]):
+            with pytest.raises(CorruptDumpError):
+                codec.decompress(junk, PAGE)
+
+
+def test_hostile_size_claims_are_refused_before_allocating() -> None:
+    import zstandard
+
+    # A zstd frame that records a content size is decoded into a buffer of that size.
+    frame = zstandard.ZstdCompressor(level=1).compress(bytes(PAGE * 4))
+    with pytest.raises(CorruptDumpError, match="claims"):
+        get_codec("zstd").decompress(frame, PAGE)
+    # A snappy block starts with its length: here 2**32 - 1 bytes.
+    with pytest.raises(CorruptDumpError, match="claims"):
+        get_codec("snappy").decompress(b"\xff\xff\xff\xff\x0f\x00", PAGE)
+
+
+def test_missing_library_is_unsupported_naming_the_pip_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "lzo", None)  # makes `import lzo` raise ImportError
+    with pytest.raises(UnsupportedError, match="python-lzo"):
+        get_codec("lzo")
+    fresh = type(codec_for_flag(0x2))()  # the shared instance may hold the module already
+    with pytest.raises(UnsupportedError, match="python-lzo"):
+        fresh.decompress(b"\x11\x00\x00", PAGE)
+    with pytest.raises(UnsupportedError, match="python-lzo"):
+        fresh.compress(bytes(PAGE))
+
+
+def _lib(name: str) -> ctypes.CDLL:
+    path = ctypes.util.find_library(name)
+    if path is None:
+        pytest.skip(f"lib{name} not installed")
+    return ctypes.CDLL(path)
+
+
+def _system_compress(name: str, page: bytes) -> bytes:
+    """The page compressed by the C library with makedumpfile's exact call."""
+    out = ctypes.create_string_buffer(2 * PAGE + 1024)
+    if name == "lzo":
+        lib = _lib("lzo2")
+        n = ctypes.c_size_t()
+        wrk = ctypes.create_string_buffer(1 << 16)  # LZO1X_1_MEM_COMPRESS
+        assert lib.lzo1x_1_compress(page, ctypes.c_size_t(PAGE), out, ctypes.byref(n), wrk) == 0
+        return out.raw[: n.value]
+    if name == "zstd":
+        lib = _lib("zstd")
+        lib.ZSTD_compress.restype = ctypes.c_size_t
+        m = lib.ZSTD_compress(out, ctypes.c_size_t(len(out)), page, ctypes.c_size_t(PAGE), 1)
+        return out.raw[:m]
+    if name == "snappy":
+        lib = _lib("snappy")
+        n = ctypes.c_size_t(len(out))
+        assert lib.snappy_compress(page, ctypes.c_size_t(PAGE), out, ctypes.byref(n)) == 0
+        return out.raw[: n.value]
+    lib = _lib("z")
+    n2 = ctypes.c_ulong(len(out))
+    assert lib.compress2(out, ctypes.byref(n2), page, ctypes.c_ulong(PAGE), 1) == 0
+    return out.raw[: n2.value]
+
+
+@pytest.mark.parametrize("name", ["zlib", "lzo", "snappy", "zstd"])
+def test_output_equals_the_c_library_called_as_makedumpfile_does(name: str) -> None:
+    codec: Codec = CODECS[name]
+    for page in sample_pages():
+        assert codec.compress(page) == _system_compress(name, page)
+
+
+def test_snappy_without_libsnappy_falls_back_to_cramjam(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kdumpy.formats.codecs as codecs
+
+    monkeypatch.setattr(codecs, "_libsnappy", None)
+    codec = get_codec("snappy")
+    for page in sample_pages():
+        out = codec.compress(page)
+        assert codec.decompress(out, PAGE) == page

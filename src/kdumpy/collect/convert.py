@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kdumpy.errors import DumpError, KdumpyError, UsageError
+from kdumpy.errors import KdumpyError, UsageError
 from kdumpy.formats.codecs import get_codec
 from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
 from kdumpy.formats.elf import EM_386, ElfCoreWriter, LoadSpec
@@ -67,11 +67,9 @@ def dump_utsname(dump: Dump) -> Utsname:
     info = dump.vmcoreinfo
     release = (info.osrelease if info else None) or ""
     try:
-        u = Kernel(dump).utsname()
-        return Utsname(u.sysname, u.nodename, u.release, u.version, u.machine, u.domainname)
-    except DumpError:
-        raise
-    except Exception:
+        return Kernel(dump).utsname()
+    except KdumpyError:
+        # No VMCOREINFO, or init_uts_ns unreadable: the fields the notes tell, the rest left empty.
         return Utsname("Linux", "", release, "", "x86_64" if dump.machine != EM_386 else "i686", "")
 
 

@@ -3,36 +3,18 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 from kdumpy.errors import UnsupportedError, VmcoreinfoError
+from kdumpy.formats.diskdump import Utsname
 from kdumpy.formats.elf import EM_X86_64
 from kdumpy.formats.vmcoreinfo import VmcoreInfo
 from kdumpy.memory.dump import Dump, ElfDump
 from kdumpy.memory.x86_64 import START_KERNEL_MAP, X86_64Mmu
 
-__all__ = ["Kernel", "Utsname"]
+__all__ = ["Kernel"]
 
 _U8, _U16, _U32, _U64 = (struct.Struct(f"<{c}") for c in "BHIQ")
 _UTS_LEN = 65  # __NEW_UTS_LEN + 1
-
-
-@dataclass(frozen=True)
-class Utsname:
-    """`struct new_utsname` of the crashed kernel (`init_uts_ns.name`)."""
-
-    sysname: str
-    """"Linux"."""
-    nodename: str
-    """The host name."""
-    release: str
-    """Kernel release, e.g. 6.1.0-56-amd64."""
-    version: str
-    """Build version string, e.g. "#1 SMP PREEMPT_DYNAMIC Debian 6.1.192-2"."""
-    machine: str
-    """x86_64."""
-    domainname: str
-    """NIS domain name, usually "(none)"."""
 
 
 class Kernel:

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   linux-headers-amd64 linux-headers-6.12-amd64 make
   # foreign tools our files are checked against
   makedumpfile crash
+  # the HTML report is checked in a headless browser
+  chromium
   # building python-lzo, and a venv for Debian's python3
   gcc liblzo2-dev python3-venv python3-dev
 )

@@ -230,6 +230,15 @@ def test_max_mapnr_above_4g_pfns_is_clamped_in_the_32bit_field() -> None:
     assert w.sub_header.offset_note == 0 and w.sub_header.offset_vmcoreinfo == 0
 
 
+def test_negative_phys_base_is_stored_as_the_same_unsigned_bits() -> None:
+    # KASLR can put the kernel below its link address: VMCOREINFO then says NUMBER(phys_base)=-211812352.
+    w = DiskDumpWriter(
+        BytesSink(), page_size=PAGE, max_mapnr=16, utsname=UTS, timestamp=0, nr_cpus=1,
+        phys_base=-211812352, dump_level=0, codec=get_codec("none"), note_data=b"",
+    )  # fmt: skip
+    assert w.sub_header.phys_base == 2**64 - 211812352
+
+
 def test_zero_pages_share_one_page_first_in_the_data_area(synth: Synth, dump_bytes: bytes) -> None:
     d = DiskDump(BytesSource(dump_bytes))
     pfns, descs = d.descriptors(0, MAX_MAPNR)

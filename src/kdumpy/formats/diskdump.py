@@ -118,6 +118,8 @@ class DumpLimitReached(KdumpyError):
         """Size of the file when it stopped."""
 
 
+_ULONG_MASK = (1 << 64) - 1
+
 @dataclass
 class Utsname:
     """struct new_utsname of the crashed kernel (init_uts_ns.name), each field a NUL-padded char[65]."""
@@ -712,7 +714,9 @@ class DiskDumpWriter:
         vmci = _find_note_desc(self._note_data, b"VMCOREINFO") if size_note else None
         split = split_range is not None
         self.sub_header = KdumpSubHeader(
-            phys_base=phys_base,
+            # The kernel prints NUMBER(phys_base) signed (KASLR can make it negative);
+            # the sub-header holds the same bits as an unsigned long.
+            phys_base=phys_base & _ULONG_MASK,
             dump_level=dump_level,
             split=int(split),
             # 32-bit copies, "only for compatibility purpose": MIN(pfn, UINT_MAX); 0 when not split.

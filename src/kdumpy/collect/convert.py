@@ -22,7 +22,7 @@ from kdumpy.formats.notes import cpu_notes
 from kdumpy.memory.dump import Dump, ElfDump, KdumpDump, PageState
 from kdumpy.memory.kernel import Kernel
 
-__all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "present_runs"]
+__all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "kdump_writer", "present_runs"]
 
 FORMATS = ("elf", "kdump", "flat")
 _CHUNK_PAGES = 1024  # 4 MiB of 4 KiB pages per read and write
@@ -87,19 +87,25 @@ def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDA
     return b1, b2
 
 
-def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple[int, int]:
+def kdump_writer(
+    dump: Dump,
+    sink: Sink,
+    *,
+    codec: str,
+    dump_level: int,
+    max_mapnr: int,
+    threads: int = 1,
+    split_range: tuple[int, int] | None = None,
+    limit: int | None = None,
+) -> DiskDumpWriter:
+    """A kdump-compressed writer whose headers describe `dump`'s kernel, as makedumpfile fills them."""
     info = dump.vmcoreinfo
     if isinstance(dump, KdumpDump):
-        max_mapnr = dump.dd.max_mapnr
-        timestamp = dump.dd.timestamp
-        phys_base = dump.dd.phys_base
-        dump_level = dump.dd.dump_level
+        timestamp, phys_base = dump.dd.timestamp, dump.dd.phys_base
     else:
-        max_mapnr = dump.max_pfn
         timestamp = float((info.crashtime if info else None) or 0)
         phys_base = (info.number("phys_base") if info else None) or 0
-        dump_level = 0
-    writer = DiskDumpWriter(
+    return DiskDumpWriter(
         sink,
         page_size=dump.page_size,
         max_mapnr=max_mapnr,
@@ -108,9 +114,22 @@ def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple
         nr_cpus=len(cpu_notes(dump.notes)),
         phys_base=phys_base,
         dump_level=dump_level,
-        codec=get_codec(codec_name),
+        codec=get_codec(codec),
         note_data=dump.note_data,
         threads=threads,
+        split_range=split_range,
+        limit=limit,
+    )
+
+
+def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple[int, int]:
+    # No filtering: a kdump input keeps its pfn space and says it was filtered at its own level.
+    if isinstance(dump, KdumpDump):
+        max_mapnr, dump_level = dump.dd.max_mapnr, dump.dd.dump_level
+    else:
+        max_mapnr, dump_level = dump.max_pfn, 0
+    writer = kdump_writer(
+        dump, sink, codec=codec_name, dump_level=dump_level, max_mapnr=max_mapnr, threads=threads
     )
     b1, b2 = _bitmaps(dump, max_mapnr)
     writer.write_bitmaps(b1, b2)

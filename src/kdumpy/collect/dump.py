@@ -1,0 +1,277 @@
+"""`kdumpy dump`: makedumpfile's job. Filter a crash dump by dump level and write it out.
+
+The output is kdump-compressed (optionally flattened, or split in parts) or ELF (`-E`), written as
+PATH-incomplete and renamed when whole (`kdumpy.collect.output.DumpOutput`). Pages come from any
+`Dump` (/proc/vmcore, an ELF or kdump file), are classified from VMCOREINFO alone
+(`kdumpy.memory.pages`), and are written in pfn order, so the file is the same whatever the thread count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from kdumpy.errors import UsageError
+from kdumpy.memory.dump import Dump
+from kdumpy.memory.pages import Category
+
+from .levels import DL_EXCLUDE_ZERO, REPORT_NAMES
+from .pipeline import (
+    FilterResult,
+    dumpable_runs,
+    filter_pages,
+    masked_view,
+    original_pages,
+    zero_mask,
+)
+from .progress import Messages
+
+if TYPE_CHECKING:
+    from kdumpy.formats.diskdump import DiskDumpWriter
+    from kdumpy.formats.io import Sink
+
+__all__ = ["DumpJob", "DumpResult", "mem_usage", "run_dump", "split_points"]
+
+
+@dataclass
+class DumpJob:
+    """What to write."""
+
+    dump_level: int = 31
+    """-d: page kinds to leave out (`kdumpy.collect.levels`)."""
+    codec: str = "none"
+    """-c zlib, -l lzo, -p snappy, -z zstd; none (makedumpfile's default: pages stored raw)."""
+    elf: bool = False
+    """-E: ELF output instead of kdump-compressed."""
+    flattened: bool = False
+    """-F: makedumpfile's flattened stream."""
+    threads: int = 1
+    """--num-threads: compression threads (output identical whatever the number)."""
+    limit: int | None = None
+    """-L: largest output size in bytes; when reached the dump is marked incomplete."""
+    force: bool = False
+    """-f: overwrite existing files."""
+
+
+@dataclass
+class DumpResult:
+    """What a dump run did, with makedumpfile's report numbers."""
+
+    max_mapnr: int
+    original: int
+    """makedumpfile's "Original pages"."""
+    excluded: dict[Category, int]
+    """Excluded pages per category, zero pages included."""
+    written_pages: int = 0
+    """Pages whose data went out (zero pages stored as the shared zero page included)."""
+    bytes_written: int = 0
+    complete: bool = True
+    """False when -L or a full file system cut the dump short."""
+    paths: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_excluded(self) -> int:
+        return sum(self.excluded.values())
+
+    def report(self) -> str:
+        """makedumpfile's report (`print_report()`), page counts in hex."""
+        lines = ["", f"Original pages  : 0x{self.original:016x}"]
+        lines.append(f"  Excluded pages   : 0x{self.total_excluded:016x}")
+        for cat, name in REPORT_NAMES.items():
+            lines.append(f"    {name:<24}: 0x{self.excluded.get(cat, 0):016x}")
+        lines.append(f"  Remaining pages  : 0x{self.original - self.total_excluded:016x}")
+        if self.original:
+            lines.append(
+                f"  (The number of pages is reduced to "
+                f"{(self.original - self.total_excluded) * 100 // self.original}%.)"
+            )
+        lines += [
+            f"Memory Hole     : 0x{self.max_mapnr - self.original:016x}",
+            "-" * 50,
+            f"Total pages     : 0x{self.max_mapnr:016x}",
+            f"Write bytes     : {self.bytes_written}",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def _new_writer(
+    dump: Dump, job: DumpJob, max_mapnr: int, sink: Sink, split_range: tuple[int, int] | None
+) -> DiskDumpWriter:
+    from kdumpy.collect.convert import kdump_writer
+
+    return kdump_writer(
+        dump,
+        sink,
+        codec=job.codec,
+        dump_level=job.dump_level,
+        max_mapnr=max_mapnr,
+        threads=job.threads,
+        split_range=split_range,
+        limit=job.limit,
+    )
+
+
+def split_points(bitmap2: npt.NDArray[np.uint8], max_mapnr: int, parts: int) -> list[tuple[int, int]]:
+    """pfn ranges [start, end) of `parts` split files, each with about the same number of dumpable pages."""
+    bits = np.unpackbits(bitmap2, bitorder="little")[:max_mapnr]
+    cum = np.cumsum(bits, dtype=np.int64)
+    total = int(cum[-1]) if len(cum) else 0
+    bounds = [0]
+    for k in range(1, parts):
+        # The first pfn after which k/parts of the dumpable pages lie behind.
+        pfn = int(np.searchsorted(cum, total * k // parts, side="right"))
+        bounds.append(max(bounds[-1], min(pfn, max_mapnr)))
+    bounds.append(max_mapnr)
+    return list(itertools.pairwise(bounds))
+
+
+def _write_kdump_part(
+    dump: Dump,
+    filt: FilterResult,
+    job: DumpJob,
+    out_path: str,
+    split_range: tuple[int, int] | None,
+    messages: Messages,
+    result: DumpResult,
+) -> None:
+    from kdumpy.formats.diskdump import DumpLimitReached
+
+    from .output import DumpOutput
+
+    start, end = split_range if split_range is not None else (0, filt.max_mapnr)
+    ps = dump.page_size
+    with DumpOutput(out_path, flattened=job.flattened, force=job.force) as out:
+        writer = _new_writer(dump, job, filt.max_mapnr, out.sink, split_range)
+        writer.write_bitmaps(filt.bitmap1, filt.bitmap2)
+        count_zero = bool(job.dump_level & DL_EXCLUDE_ZERO)
+        total = int(np.unpackbits(filt.bitmap2, bitorder="little")[start:end].sum())
+        done = 0
+        messages.start("Copying data")
+        try:
+            for pfn, count in dumpable_runs(filt.bitmap2, start, end):
+                data = dump.read_pages(pfn, count)
+                if count_zero:
+                    result.excluded[Category.ZERO] += int(zero_mask(data, ps).sum())
+                writer.write_pages(np.arange(pfn, pfn + count, dtype=np.int64), data)
+                done += count
+                messages.progress(done, total, ps)
+        except DumpLimitReached as e:
+            result.complete = False
+            messages.error(f"Can't write the dump file({out_path}). {e}")
+            messages.error("This is an incomplete dumpfile, but might analyzable.")
+        writer.finish(incomplete=dump.incomplete)
+        messages.finish(total, ps)
+        result.written_pages += done
+        result.bytes_written += writer.bytes_written
+    result.paths.append(out_path)
+
+
+def _write_elf(
+    dump: Dump, filt: FilterResult, job: DumpJob, out_path: str, messages: Messages, result: DumpResult
+) -> None:
+    from kdumpy.collect.convert import convert
+
+    from .output import DumpOutput
+
+    ps = dump.page_size
+    if job.dump_level & DL_EXCLUDE_ZERO:
+        # ELF has no shared zero page: zero pages leave bitmap 2 before the headers are built, so
+        # the dumpable pages are read twice, as makedumpfile does.
+        messages.start("Excluding zero pages")
+        b2 = filt.bitmap2.copy()
+        bits = np.unpackbits(b2, bitorder="little")
+        for pfn, count in dumpable_runs(filt.bitmap2, 0, filt.max_mapnr):
+            z = np.flatnonzero(zero_mask(dump.read_pages(pfn, count), ps))
+            bits[pfn + z] = 0
+            result.excluded[Category.ZERO] += len(z)
+        b2 = np.packbits(bits, bitorder="little")[: len(filt.bitmap2)]
+        messages.finish(filt.max_mapnr)
+    else:
+        b2 = filt.bitmap2
+    view = masked_view(dump, b2)
+    elf32 = dump.format == "elf32"
+    messages.start("Copying data")
+    with DumpOutput(out_path, force=job.force) as out:
+        res = convert(view, out.sink, "elf", elf32=elf32)
+    messages.finish(1)
+    result.written_pages += res.pages_written
+    result.bytes_written += _file_size(out_path)
+    result.paths.append(out_path)
+
+
+def _file_size(path: str) -> int:
+    import os
+
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | None = None) -> DumpResult:
+    """Filter `dump` at `job.dump_level` and write it to `outputs` (several: a --split set; "-": the
+    flattened stream on standard output)."""
+    messages = messages or Messages(0)
+    if not outputs:
+        raise UsageError("no dump file given")
+    if job.elf and (job.codec != "none" or len(outputs) > 1 or job.flattened):
+        raise UsageError("-E cannot be combined with compression, --split or -F")
+    if len(outputs) > 1 and job.flattened:
+        raise UsageError("--split cannot be combined with -F")
+    if job.threads < 1:
+        raise UsageError("--num-threads must be at least 1")
+    t0 = time.monotonic()
+    filt = filter_pages(dump, job.dump_level, messages)
+    excluded = dict(filt.excluded)
+    excluded[Category.ZERO] = 0
+    result = DumpResult(filt.max_mapnr, original_pages(dump, filt), excluded, notes=list(filt.notes))
+    if job.elf:
+        _write_elf(dump, filt, job, outputs[0], messages, result)
+    elif len(outputs) == 1:
+        _write_kdump_part(dump, filt, job, outputs[0], None, messages, result)
+    else:
+        for path, rng in zip(outputs, split_points(filt.bitmap2, filt.max_mapnr, len(outputs)), strict=True):
+            _write_kdump_part(dump, filt, job, path, rng, messages, result)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def mem_usage(dump: Dump, messages: Messages | None = None) -> str:
+    """The page composition of a dump, as `makedumpfile --mem-usage` prints it (`print_mem_usage()`):
+    every page kind -d 31 would exclude, zero pages found by reading the pages."""
+    filt = filter_pages(dump, 31, messages)
+    zero = 0
+    ps = dump.page_size
+    for pfn, count in dumpable_runs(filt.bitmap2, 0, filt.max_mapnr):
+        zero += int(zero_mask(dump.read_pages(pfn, count), ps).sum())
+    ex = dict(filt.excluded)
+    ex[Category.ZERO] = zero
+    original = original_pages(dump, filt)
+    kern = original - sum(ex.values())
+    rows = [
+        ("ZERO", ex[Category.ZERO], "yes", "Pages filled with zero"),
+        ("NON_PRI_CACHE", ex[Category.CACHE], "yes", "Cache pages without private flag"),
+        ("PRI_CACHE", ex[Category.CACHE_PRIVATE], "yes", "Cache pages with private flag"),
+        ("USER", ex[Category.USER], "yes", "User process pages"),
+        ("FREE", ex[Category.FREE], "yes", "Free pages"),
+        ("KERN_DATA", kern, "no", "Dumpable kernel data "),
+    ]
+    lines = ["", "TYPE\t\tPAGES\t\t\tEXCLUDABLE\tDESCRIPTION", "-" * 70]
+    for name, n, yes, desc in rows:
+        tabs = "\t\t" if len(name) < 8 else "\t"
+        lines.append(f"{name}{tabs}{n:<16}\t{yes}\t\t{desc}")
+    lines += [
+        "",
+        f"page size:\t\t{ps:<16}",
+        f"Total pages on system:\t{original:<16}",
+        f"Total size on system:\t{original * ps:<16} Byte",
+    ]
+    return "\n".join(lines)

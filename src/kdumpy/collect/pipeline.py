@@ -1,0 +1,192 @@
+"""The collector's passes over a dump, in bounded cycles of pfns.
+
+1. `filter_pages`: for each cycle, the struct pages (one numpy array), their categories
+   (`kdumpy.memory.pages.classify`), the multi-page exclusions in pfn order (`Excluder`); out come
+   bitmap 1 (RAM) and bitmap 2 (dumpable), and the count of pages excluded per category.
+2. `write_kdump`: the dumpable pages in coalesced runs -> zero check -> compression (the writer's
+   thread pool) -> kdump-compressed file, in pfn order. `write_elf` does the same for `-E`.
+
+Memory: the bitmaps (2 bits per pfn) plus one cycle of struct pages and one run of page data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from kdumpy.errors import KdumpyError
+from kdumpy.memory.dump import Dump, ElfDump, PageState
+from kdumpy.memory.pages import Category, Excluder, MemMap, PageLayout, classify
+
+from .progress import Messages
+
+__all__ = [
+    "CYCLE_PFNS",
+    "RUN_PAGES",
+    "FilterResult",
+    "dumpable_runs",
+    "filter_pages",
+    "masked_view",
+    "original_pages",
+    "zero_mask",
+]
+
+CYCLE_PFNS = 1 << 16
+"""pfns classified at a time: 4 MiB of struct pages (64 bytes each)."""
+RUN_PAGES = 1024
+"""Most pages read, checked and handed to the writer at once (4 MiB of 4 KiB pages)."""
+_CLASSIFY_LEVELS = 0x1E  # any of -d 2, 4, 8, 16 needs the struct pages
+
+
+@dataclass
+class FilterResult:
+    """What the filtering pass found."""
+
+    max_mapnr: int
+    """pfns covered by the bitmaps."""
+    bitmap1: npt.NDArray[np.uint8]
+    """RAM: one bit per pfn, LSB first."""
+    bitmap2: npt.NDArray[np.uint8]
+    """Dumpable: RAM with data in the input, less the excluded pages (zero pages stay: they are
+    found when written)."""
+    excluded: dict[Category, int] = field(default_factory=dict)
+    """pfns excluded per category, counted as makedumpfile counts them (a multi-page exclusion counts
+    every pfn it covers)."""
+    notes: list[str] = field(default_factory=list)
+    """Rules that could not be decided (those pages were kept)."""
+
+    @property
+    def num_dumpable(self) -> int:
+        return int(np.unpackbits(self.bitmap2).sum())
+
+
+def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) -> FilterResult:
+    """Pass 1: bitmaps and per-category counts for `dump_level`."""
+    max_mapnr = dump.max_pfn
+    nbytes = -(-max_mapnr // 8)
+    b1 = np.zeros(nbytes, dtype=np.uint8)
+    b2 = np.zeros(nbytes, dtype=np.uint8)
+    counts = np.zeros(len(Category), dtype=np.int64)
+    result = FilterResult(max_mapnr, b1, b2)
+    memmap = _memmap(dump, dump_level, max_mapnr, result, messages)
+    excluder = Excluder(max_mapnr)
+    if messages:
+        messages.start("Excluding unnecessary pages")
+    for lo in range(0, max_mapnr, CYCLE_PFNS):
+        hi = min(max_mapnr, lo + CYCLE_PFNS)
+        states = dump.page_states(lo, hi)
+        ram = states != PageState.MISSING
+        keep = states == PageState.PRESENT
+        if memmap is not None:
+            pages, valid = memmap.read(lo, hi)
+            cat, order = classify(memmap.layout, pages, valid & ram, lo, dump_level)
+            final = excluder.apply(lo, cat, order)
+            counts += np.bincount(final, minlength=len(Category))
+            keep &= final == 0
+        # Cycles start on multiples of 8 pfns, so whole bytes are packed in place.
+        b1[lo // 8 : lo // 8 + -(-(hi - lo) // 8)] = np.packbits(ram, bitorder="little")
+        b2[lo // 8 : lo // 8 + -(-(hi - lo) // 8)] = np.packbits(keep, bitorder="little")
+        if messages:
+            messages.progress(hi, max_mapnr)
+    if messages:
+        messages.finish(max_mapnr)
+    result.excluded = {c: int(counts[c]) for c in Category if c != Category.KEEP}
+    return result
+
+
+def _memmap(
+    dump: Dump, dump_level: int, max_mapnr: int, result: FilterResult, messages: Messages | None
+) -> MemMap | None:
+    """The struct page reader, or None when the level needs none and the dump cannot give one.
+
+    makedumpfile runs the page pass for hwpoison and offline pages whatever the level; without
+    VMCOREINFO (or on an unsupported kernel) -d 0 and -d 1 still work, and other levels fail.
+    """
+    from kdumpy.memory.kernel import Kernel
+
+    try:
+        kernel = Kernel(dump)
+        layout = PageLayout.from_vmcoreinfo(kernel.info)
+        memmap = MemMap(kernel, layout, max_mapnr)
+    except KdumpyError as e:
+        if dump_level & _CLASSIFY_LEVELS:
+            raise
+        if messages:
+            messages.debug(f"struct pages not read ({e}): hwpoison and offline pages are kept")
+        return None
+    for note in layout.notes:
+        result.notes.append(note)
+        if messages:
+            messages.common_once(f"kdumpy: {note}")
+    return memmap
+
+
+def dumpable_runs(
+    bitmap2: npt.NDArray[np.uint8], start: int, end: int, limit: int = RUN_PAGES
+) -> Iterator[tuple[int, int]]:
+    """(first pfn, count) of each run of set bits of `bitmap2` in [start, end), split at `limit`."""
+    window = CYCLE_PFNS * 8
+    lo = start - start % 8
+    while lo < end:
+        hi = min(end, lo + window)
+        bits = np.unpackbits(bitmap2[lo // 8 : -(-hi // 8)], bitorder="little")[: hi - lo]
+        if lo < start:
+            bits[: start - lo] = 0
+        edges = np.flatnonzero(np.diff(bits.astype(np.int8), prepend=0, append=0))
+        for a, b in edges.reshape(-1, 2).tolist():
+            for p in range(a, b, limit):
+                yield lo + p, min(b, p + limit) - p
+        lo = hi
+
+
+def zero_mask(data: bytes | memoryview, page_size: int) -> npt.NDArray[np.bool_]:
+    """Which pages of `data` are all zeros (makedumpfile's is_zero_page())."""
+    words = np.frombuffer(data, dtype=np.uint64).reshape(-1, page_size // 8)
+    return np.logical_not(words.any(axis=1))
+
+
+def original_pages(dump: Dump, result: FilterResult) -> int:
+    """makedumpfile's "Original pages": max_mapnr less its memory-hole count.
+
+    For an ELF input, makedumpfile counts the pages of each PT_LOAD, so memory that two segments
+    cover (the kernel-text segment lies inside a direct-map one on x86_64) counts twice; we report the
+    same number. For other inputs it is the RAM of bitmap 1.
+    """
+    if isinstance(dump, ElfDump):
+        ps = dump.page_size
+        total = 0
+        for paddr, _, memsz in dump.load_vaddrs():
+            if memsz:
+                lo, hi = paddr // ps, min((paddr + memsz) // ps, result.max_mapnr)
+                total += max(0, hi - lo)
+        return total
+    return int(np.unpackbits(result.bitmap1).sum())
+
+
+def masked_view(dump: Dump, bitmap2: npt.NDArray[np.uint8]) -> Dump:
+    """The same dump, with every pfn not set in `bitmap2` reported EXCLUDED (for the ELF writer of
+    `kdumpy.collect.convert`, which writes what a dump says is present).
+
+    The view shares the dump's open file: close the dump, not the view.
+    """
+    view = type(dump).__new__(type(dump))
+    view.__dict__.update(dump.__dict__)
+    inner = dump.page_states
+    nbits = len(bitmap2) * 8
+
+    def page_states(start_pfn: int, end_pfn: int) -> npt.NDArray[np.uint8]:
+        states = inner(start_pfn, end_pfn).copy()
+        lo, hi = max(start_pfn, 0), min(end_pfn, nbits)
+        if lo < hi:
+            first = lo - lo % 8
+            packed = bitmap2[first // 8 : -(-hi // 8)]
+            bits = np.unpackbits(packed, bitorder="little")[lo - first : hi - first]
+            seg = states[lo - start_pfn : hi - start_pfn]
+            seg[(seg == PageState.PRESENT) & (bits == 0)] = PageState.EXCLUDED
+        return states
+
+    setattr(view, "page_states", page_states)  # noqa: B010 - shadows the method on this instance only
+    return view

@@ -50,8 +50,9 @@ def fake_bzimage(cmdline_size: int = 2047, version: str = RELEASE_61, signed: bo
     struct.pack_into("<I", data, 0x238, cmdline_size)
     struct.pack_into("<I", data, 0x260, 40 << 20)
     vstr = (version + " (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian").encode() + b"\0"
-    struct.pack_into("<H", data, 0x20E, 0x3000 - 0x200)
-    data[0x3000 : 0x3000 + len(vstr)] = vstr
+    # kernel_version points where Debian's 6.1.0-56 image has it: past the first 16 KiB.
+    struct.pack_into("<H", data, 0x20E, 0x42C0)
+    data[0x44C0 : 0x44C0 + len(vstr)] = vstr
     return bytes(data)
 
 

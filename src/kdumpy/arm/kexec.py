@@ -189,7 +189,8 @@ def read_bzimage(path: Path) -> BzImage | None:
     """The setup header of a bzImage, or None when the file is not one."""
     try:
         with path.open("rb") as f:
-            head = f.read(0x4000)
+            # The version string sits in the setup code, past 16 KiB on Debian 6.x images.
+            head = f.read(0x10000)
     except OSError:
         return None
     if len(head) < 0x268 or head[0x202:0x206] != b"HdrS":

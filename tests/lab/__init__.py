@@ -1,0 +1,1 @@
+"""The lab's tests: real Debian kernels in QEMU."""

@@ -51,6 +51,15 @@ def run_convert(args: argparse.Namespace) -> int:
         fmt = "kdump" if args.format == "flat" else args.format
         with DumpOutput(args.output, flattened=flat, force=args.force) as out:
             res = convert(dump, out.sink, fmt, codec=args.codec, elf32=args.elf32, threads=args.threads)
+        incomplete = dump.incomplete or res.pages_incomplete > 0
+    if incomplete:
+        missing = (
+            f"{res.pages_incomplete} pages were never written" if res.pages_incomplete else "it was cut short"
+        )
+        print(
+            f"kdumpy: warning: the input is incomplete ({missing}); {args.output} is marked incomplete",
+            file=sys.stderr,
+        )
     if args.output != "-":
         print(
             f"{args.output}: {res.pages_written} pages written, {res.pages_excluded} excluded, "

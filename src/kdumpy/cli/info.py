@@ -23,17 +23,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def describe(path: str) -> dict[str, Any]:
     """The facts `info` prints about one dump."""
-    import numpy as np
-
     from kdumpy.memory.dump import PageState, open_dump
 
     with open_dump(path) as dump:
         info = dump.vmcoreinfo
-        counts = np.zeros(4, dtype=np.int64)
-        step = 1 << 20
-        for lo in range(0, dump.max_pfn, step):
-            states = dump.page_states(lo, min(dump.max_pfn, lo + step))
-            counts += np.bincount(states, minlength=4)[:4]
+        counts = dump.page_counts()
         crashtime = info.crashtime if info else None
         out: dict[str, Any] = {
             "path": path,
@@ -46,7 +40,7 @@ def describe(path: str) -> dict[str, Any]:
             ),
             "page_size": dump.page_size,
             "cpus": len(dump.cpus),
-            "complete": not dump.incomplete,
+            "complete": not dump.incomplete and counts[PageState.INCOMPLETE] == 0,
             "ram_bytes": sum(r.end - r.start for r in dump.ranges),
             "max_pfn": dump.max_pfn,
             "pages": {

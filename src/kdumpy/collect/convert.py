@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kdumpy.errors import KdumpyError, UsageError
+from kdumpy.errors import KdumpyError, UnsupportedError, UsageError
 from kdumpy.formats.codecs import get_codec
 from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
 from kdumpy.formats.elf import EM_386, ElfCoreWriter, LoadSpec
@@ -25,6 +25,8 @@ from kdumpy.memory.kernel import Kernel
 __all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "kdump_writer", "present_runs"]
 
 FORMATS = ("elf", "kdump", "flat")
+MAX_BITMAP_BYTES = 4 << 30
+"""Both bitmaps are held in memory: 4 GiB covers 64 TiB of 4 KiB pages."""
 _CHUNK_PAGES = 1024  # 4 MiB of 4 KiB pages per read and write
 _STATE_WINDOW = 1 << 20  # pfns classified at a time: 1 MiB of state bytes
 ELF_EXCLUDED_RUN = 256
@@ -40,6 +42,8 @@ class ConvertResult:
     """Pages whose content went into the output."""
     pages_excluded: int
     """RAM pages the output marks as not dumped."""
+    pages_incomplete: int
+    """Pages the input should have held but did not (the output says so too)."""
     seconds: float
     """Wall time of the conversion."""
 
@@ -75,13 +79,23 @@ def dump_utsname(dump: Dump) -> Utsname:
 
 def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
     nbytes = -(-max_mapnr // 8)
+    if 2 * nbytes > MAX_BITMAP_BYTES:
+        raise UnsupportedError(
+            f"the dump spans {max_mapnr * dump.page_size >> 40} TiB of physical addresses: its two page "
+            f"bitmaps would need {2 * nbytes >> 30} GiB of memory (kdumpy convert handles up to "
+            f"{MAX_BITMAP_BYTES * 4 * dump.page_size >> 40} TiB)"
+        )
     b1 = np.zeros(nbytes, dtype=np.uint8)
     b2 = np.zeros(nbytes, dtype=np.uint8)
     for base, states in _state_windows(dump, 0, max_mapnr):
         # Windows start on multiples of 8 pfns, so whole bytes can be packed in place.
         lo = base // 8
         ram = np.packbits(states != PageState.MISSING, bitorder="little")
-        dumpable = np.packbits(states == PageState.PRESENT, bitorder="little")
+        # A page the input should have held but never got stays dumpable with no descriptor, so
+        # readers say "incomplete" rather than "excluded" (what makedumpfile leaves after ENOSPC).
+        dumpable = np.packbits(
+            (states == PageState.PRESENT) | (states == PageState.INCOMPLETE), bitorder="little"
+        )
         b1[lo : lo + len(ram)] = ram
         b2[lo : lo + len(dumpable)] = dumpable
     return b1, b2
@@ -122,7 +136,7 @@ def kdump_writer(
     )
 
 
-def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple[int, int]:
+def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> None:
     # No filtering: a kdump input keeps its pfn space and says it was filtered at its own level.
     if isinstance(dump, KdumpDump):
         max_mapnr, dump_level = dump.dd.max_mapnr, dump.dd.dump_level
@@ -133,13 +147,9 @@ def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> tuple
     )
     b1, b2 = _bitmaps(dump, max_mapnr)
     writer.write_bitmaps(b1, b2)
-    written = 0
     for pfn, count in present_runs(dump, 0, max_mapnr):
         writer.write_pages(np.arange(pfn, pfn + count, dtype=np.uint64), dump.read_pages(pfn, count))
-        written += count
     writer.finish(incomplete=dump.incomplete)
-    ram = int(np.unpackbits(b1).sum())
-    return written, ram - written
 
 
 def _elf_loads(dump: Dump) -> list[tuple[int, int, int, int]]:
@@ -180,7 +190,7 @@ def _direct_map_base(dump: Dump) -> int | None:
         return None  # no VMCOREINFO or no page tables: vaddr 0, as QEMU writes with paging off
 
 
-def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> tuple[int, int]:
+def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> None:
     ps = dump.page_size
     loads = _elf_loads(dump)
     writer = ElfCoreWriter(
@@ -192,8 +202,7 @@ def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> tuple[int, int]:
         page_size=ps,
     )
     writer.write_headers(incomplete=dump.incomplete)
-    written = excluded = 0
-    for index, (paddr, _, filesz, memsz) in enumerate(loads):
+    for index, (paddr, _, filesz, _) in enumerate(loads):
         end = paddr + filesz
         pos = paddr
         while pos < end:
@@ -204,12 +213,9 @@ def _write_elf(dump: Dump, sink: Sink, elf_class: int) -> tuple[int, int]:
             data = bytearray(count * ps)
             for a, n in _runs_of(states == PageState.PRESENT):
                 data[a * ps : (a + n) * ps] = dump.read_pages(first + a, n)
-                written += n
             lo, hi = pos - first * ps, min(end, (first + count) * ps) - first * ps
             writer.write_load_data(index, pos - paddr, memoryview(data)[lo:hi])
             pos = first * ps + hi
-        excluded += (memsz - filesz) // ps
-    return written, excluded
 
 
 def _runs_of(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
@@ -227,7 +233,13 @@ def convert(
         raise UsageError("--elf32 goes with --format elf")
     t0 = time.monotonic()
     if fmt == "elf":
-        written, excluded = _write_elf(dump, sink, 32 if elf32 else 64)
+        _write_elf(dump, sink, 32 if elf32 else 64)
     else:
-        written, excluded = _write_kdump(dump, sink, codec, threads)
-    return ConvertResult(written, excluded, time.monotonic() - t0)
+        _write_kdump(dump, sink, codec, threads)
+    counts = dump.page_counts()
+    return ConvertResult(
+        counts[PageState.PRESENT],
+        counts[PageState.EXCLUDED],
+        counts[PageState.INCOMPLETE],
+        time.monotonic() - t0,
+    )

@@ -159,6 +159,11 @@ def rebuild(stream: BinaryIO, sink: Sink) -> int:
         end = max(end, offset + size)
 
 
+MAX_REBUILT_SIZE = 1 << 46
+"""64 TiB: larger than any file the rebuilt dump could be (ext4 and XFS stop at 16 TiB and 8 EiB with
+sparse holes; a dump's own data never comes near). A record past it is corrupt, not sparse."""
+
+
 class FlatSource:
     """A `Source` over a flattened file, read in place without rebuilding it.
 
@@ -203,6 +208,12 @@ class FlatSource:
                     break
                 raise CorruptDumpError(
                     f"{self.name}: invalid flattened record at {pos - 16:#x} (offset {offset}, size {n})"
+                )
+            if offset + n > MAX_REBUILT_SIZE:
+                # The rebuilt file could not be written (makedumpfile -R fails with EFBIG): corrupt.
+                raise CorruptDumpError(
+                    f"{self.name}: flattened record at {pos - 16:#x} places data at {offset:#x}, "
+                    "past the end of any dump file"
                 )
             n = min(n, file_size - pos)  # a last record cut short keeps what arrived
             if n > 0:

@@ -35,7 +35,11 @@ from kdumpy.formats.io import FileSource, Source
 from kdumpy.formats.notes import Note, PrStatus, cpu_notes, find_vmcoreinfo, parse_notes
 from kdumpy.formats.vmcoreinfo import VmcoreInfo
 
-__all__ = ["Dump", "PageState", "PhysRange", "open_dump"]
+__all__ = ["MAX_PHYS_ADDR", "Dump", "PageState", "PhysRange", "open_dump"]
+
+MAX_PHYS_ADDR = 1 << 52
+"""x86_64's MAX_PHYSMEM_BITS with 5-level paging: no RAM lies above it."""
+_COUNT_WINDOW = 1 << 20
 
 
 class PageState(IntEnum):
@@ -106,6 +110,17 @@ class Dump(ABC):
     @abstractmethod
     def page_states(self, start_pfn: int, end_pfn: int) -> npt.NDArray[np.uint8]:
         """`PageState` of each pfn in [start_pfn, end_pfn)."""
+
+    def page_counts(self) -> dict[PageState, int]:
+        """How many pages of the dump's RAM are in each state."""
+        counts = np.zeros(len(PageState), dtype=np.int64)
+        ps = self.page_size
+        for r in self.ranges:
+            lo, hi = r.start // ps, -(-r.end // ps)
+            for w in range(lo, hi, _COUNT_WINDOW):
+                states = self.page_states(w, min(hi, w + _COUNT_WINDOW))
+                counts += np.bincount(states, minlength=len(PageState))[: len(PageState)]
+        return {s: int(counts[s]) for s in PageState}
 
     @abstractmethod
     def read_pages(self, start_pfn: int, count: int) -> bytes:
@@ -182,6 +197,11 @@ class ElfDump(Dump):
         for ph in loads:
             if ph.type != PT_LOAD or ph.memsz == 0:
                 continue
+            if ph.paddr + ph.memsz > MAX_PHYS_ADDR:
+                raise CorruptDumpError(
+                    f"PT_LOAD at physical address {ph.paddr:#x} with size {ph.memsz:#x} ends past "
+                    f"the {MAX_PHYS_ADDR.bit_length() - 1}-bit physical address space"
+                )
             avail = max(0, min(ph.filesz, size - ph.offset)) if ph.filesz else 0
             runs.append(
                 _LoadRun(
@@ -219,6 +239,20 @@ class ElfDump(Dump):
             self._fill(states, start_pfn, lo, -(-r.file_end // ps), PageState.INCOMPLETE)
             self._fill(states, start_pfn, lo, -(-r.file_avail_end // ps), PageState.PRESENT)
         return states
+
+    def page_counts(self) -> dict[PageState, int]:
+        # From the segments' extents, without a state per page: an ELF's memsz can be huge
+        # (makedumpfile -E marks excluded tails that way) while its file is small.
+        ps = self.page_size
+        counts = dict.fromkeys(PageState, 0)
+        for r in self._runs:
+            lo = r.start // ps
+            present = -(-r.file_avail_end // ps) - lo if r.file_avail_end > r.start else 0
+            incomplete = max(0, -(-r.file_end // ps) - lo - present)
+            counts[PageState.PRESENT] += present
+            counts[PageState.INCOMPLETE] += incomplete
+            counts[PageState.EXCLUDED] += max(0, -(-r.mem_end // ps) - lo - present - incomplete)
+        return counts
 
     @staticmethod
     def _fill(states: npt.NDArray[np.uint8], base: int, lo: int, hi: int, value: int) -> None:
@@ -280,7 +314,9 @@ class KdumpDump(Dump):
         self.machine = _machine_of(self.dd.utsname.machine)
         self.page_size = self.dd.block_size
         self.note_data = self.dd.note_data
-        self.incomplete = self.dd.incomplete or self.dd.truncated
+        # A flattened stream without its end marker was cut short, whatever its header says.
+        cut = isinstance(source, FlatSource) and not source.complete
+        self.incomplete = self.dd.incomplete or self.dd.truncated or cut
 
     @cached_property
     def vmcoreinfo(self) -> VmcoreInfo | None:

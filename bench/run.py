@@ -1,13 +1,22 @@
 """Benchmark of `kdumpy dump` against makedumpfile, the codec floor and a plain read.
 
-    .venv/bin/python bench/run.py [VMCORE] [--repeat N] [--quick]
+    .venv/bin/python bench/run.py [VMCORE] [--repeat N] [--quick] [--out-dir DIR] [--src DIR]
 
 VMCORE defaults to the lab's largest mixed-workload vmcore (see docs/performance.md for making a
 4 GiB one). Every run is a fresh process; wall time is the best of --repeat runs (the page cache is
-warmed first, so both tools read from memory), peak RSS is that process's ru_maxrss (os.wait4).
-Cases: -d 31 and -d 1 with lzo and zlib against Debian's makedumpfile (one thread, its best), kdumpy
-at 1 and 2 threads; zstd and snappy against the codec floor (the same pages compressed by the codec
-alone in one process); an upstream makedumpfile is added when $MAKEDUMPFILE_UPSTREAM names one.
+warmed first, so both tools read from memory), peak RSS is that process's ru_maxrss (os.wait4), CPU
+is its user + system time in that best run.
+Cases: -d 31 and -d 1 with lzo and zlib against Debian's makedumpfile (no --num-threads, its best),
+kdumpy with --num-threads 0 (its default: one thread does everything, as makedumpfile's default), 1
+and 2 (compression threads beside the main thread, which reads and writes); zstd and snappy against
+the codec floor (the same pages compressed by the same library, one thread, in one process, reading
+excluded); an upstream makedumpfile is added when $MAKEDUMPFILE_UPSTREAM names one.
+
+Both tools write to --out-dir (default /dev/shm, a tmpfs), so the figures are the tools' own work and
+not the disk's: kdumpy fsyncs its dump before renaming it, makedumpfile does not sync (kdump's scripts
+sync after it). kdumpy runs as installed, from byte-compiled modules: the children get a private
+PYTHONPYCACHEPREFIX, warmed by one untimed run, even when PYTHONDONTWRITEBYTECODE is set here.
+--src runs another kdumpy source tree (e.g. `git archive HEAD` unpacked) for before/after figures.
 """
 
 from __future__ import annotations
@@ -26,25 +35,29 @@ PY = Path(sys.executable)
 KDUMPY = [str(PY), "-m", "kdumpy"]
 CODEC_OPT = {"lzo": "-l", "zlib": "-c", "zstd": "-z", "snappy": "-p"}
 
+# The codec floor: every page kdumpy would compress, compressed once more by the same library in one
+# thread (the C library through ctypes, one call per page into a reused buffer), reading excluded.
+# The pages are read in batches first and compressed from memory, as one pass.
 _FLOOR = r"""
 import sys, time
 import numpy as np
 from kdumpy.memory.dump import open_dump
 from kdumpy.formats.codecs import get_codec
-from kdumpy.collect.pipeline import dumpable_runs, filter_pages, zero_mask
+from kdumpy.formats.diskdump import zero_pages
+from kdumpy.collect.pipeline import filter_pages, read_batches
 dump = open_dump(sys.argv[1]); codec = get_codec(sys.argv[2]); level = int(sys.argv[3])
+ps = dump.page_size
 filt = filter_pages(dump, level)
-pages = []
-for pfn, n in dumpable_runs(filt.bitmap2, 0, filt.max_mapnr):
-    data = dump.read_pages(pfn, n)
-    if level & 1:
-        z = zero_mask(data, dump.page_size)
-        data = np.frombuffer(data, dtype=np.uint8).reshape(n, -1)[~z].tobytes()
-    pages.append(data)
-t = time.perf_counter()
-for data in pages:
-    codec.compress_many(data, dump.page_size, 1)
-print(time.perf_counter() - t)
+comp = codec.compressor(ps)
+out = np.empty(1024 * ps + comp.bound, dtype=np.uint8)
+total = 0.0
+for pfns, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr):
+    index = np.flatnonzero(~zero_pages(pages)) if level & 1 else np.arange(len(pfns))
+    index = index.tolist()
+    t = time.perf_counter()
+    comp.compress_pages(pages.ctypes.data, index, out.ctypes.data)
+    total += time.perf_counter() - t
+print(total)
 """
 
 
@@ -53,15 +66,20 @@ class Run:
     wall: float
     rss_mib: float
     size: int
+    cpu: float = 0.0
 
 
-def _run(cmd: list[str], out: Path | None, repeat: int, stdout: int | None = None) -> Run:
+ENV = dict(os.environ)
+
+
+def _run(cmd: list[str], out: Path | None, repeat: int, stdout: int | None = None, warm: bool = False) -> Run:
     best = Run(float("inf"), 0.0, 0)
-    for _ in range(repeat):
+    for i in range(repeat + int(warm)):
         if out is not None and out.exists():
             out.unlink()
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=stdout or subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT,
+                                env=ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -69,15 +87,18 @@ def _run(cmd: list[str], out: Path | None, repeat: int, stdout: int | None = Non
         if proc.returncode != 0:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
         size = out.stat().st_size if out is not None and out.exists() else 0
-        if wall < best.wall:
-            best = Run(wall, usage.ru_maxrss / 1024, size)
+        if wall < best.wall and not (warm and i == 0):
+            best = Run(wall, usage.ru_maxrss / 1024, size, usage.ru_utime + usage.ru_stime)
     return best
 
 
-def _floor_codec(vmcore: Path, codec: str, level: int) -> float:
-    out = subprocess.run([str(PY), "-c", _FLOOR, str(vmcore), codec, str(level)], capture_output=True,
-                         text=True, check=True, cwd=ROOT)
-    return float(out.stdout.strip())
+def _floor_codec(vmcore: Path, codec: str, level: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        out = subprocess.run([str(PY), "-c", _FLOOR, str(vmcore), codec, str(level)], capture_output=True,
+                             text=True, check=True, cwd=ROOT, env={**ENV, "PYTHONPATH": str(ROOT / "src")})
+        best = min(best, float(out.stdout.strip()))
+    return best
 
 
 def _read_floor(vmcore: Path, repeat: int) -> float:
@@ -103,21 +124,32 @@ def main() -> int:
     ap.add_argument("vmcore", nargs="?", type=Path)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="lzo and zlib at -d 31 only")
+    ap.add_argument("--out-dir", type=Path, default=Path("/dev/shm"), help="where both tools write")
+    ap.add_argument("--src", type=Path, help="run the kdumpy of this source tree (its src/ directory)")
+    ap.add_argument("--threads", default="0,1,2", help="kdumpy --num-threads values (default 0,1,2)")
     args = ap.parse_args()
     vmcore = args.vmcore or _default_vmcore()
     upstream = os.environ.get("MAKEDUMPFILE_UPSTREAM")
     size_gib = vmcore.stat().st_size / (1 << 30)
-    print(f"vmcore: {vmcore} ({size_gib:.2f} GiB)")
+    threads = [int(t) for t in args.threads.split(",")]
+    cache = tempfile.TemporaryDirectory(prefix="kdumpy-bench-pyc-")
+    ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+    ENV["PYTHONPYCACHEPREFIX"] = cache.name
+    if args.src:
+        ENV["PYTHONPATH"] = str(args.src.resolve() / "src")
+    print(f"vmcore: {vmcore} ({size_gib:.2f} GiB); kdumpy from {args.src or ROOT}; output to {args.out_dir}")
     _read_floor(vmcore, 1)  # warm the page cache
     print(f"floor: plain read (dd bs=1M): {_read_floor(vmcore, args.repeat):.3f} s")
-    header = (f"{'case':<22}{'threads':>8}{'kdumpy s':>10}{'ref s':>9}{'wall x':>8}{'size x':>8}"
-              f"{'RSS MiB':>9}{'ref RSS':>9}  ref")
+    start = _run([*KDUMPY, "--version"], None, args.repeat, warm=True)
+    print(f"floor: kdumpy start-up (kdumpy --version): {start.wall:.3f} s, {start.rss_mib:.1f} MiB")
+    header = (f"{'case':<22}{'threads':>8}{'kdumpy s':>10}{'ref s':>9}{'wall x':>8}{'cpu s':>7}{'ref cpu':>8}"
+              f"{'size x':>8}{'RSS MiB':>9}{'ref RSS':>9}  ref")
     print(header)
     print("-" * len(header))
     cases = [(31, "lzo"), (31, "zlib")] if args.quick else [
         (31, "lzo"), (31, "zlib"), (1, "lzo"), (1, "zlib"), (31, "zstd"), (31, "snappy"), (1, "zstd"),
         (1, "snappy")]
-    with tempfile.TemporaryDirectory(prefix="kdumpy-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kdumpy-bench-", dir=args.out_dir) as tmp:
         ours, theirs = Path(tmp, "kdumpy.out"), Path(tmp, "ref.out")
         for level, codec in cases:
             opt = CODEC_OPT[codec]
@@ -126,22 +158,24 @@ def main() -> int:
                 refs.append(("makedumpfile", _run(["makedumpfile", opt, "-d", str(level), str(vmcore),
                                                    str(theirs)], theirs, args.repeat)))
             else:
-                refs.append((f"{codec} floor", _floor_codec(vmcore, codec, level)))
+                refs.append((f"{codec} floor", _floor_codec(vmcore, codec, level, args.repeat)))
             if upstream:
                 refs.append(("upstream", _run([upstream, opt, "-d", str(level), str(vmcore), str(theirs)],
                                               theirs, args.repeat)))
-            for threads in (1, 2):
+            for n in threads:
                 mine = _run([*KDUMPY, "dump", opt, "-d", str(level), "--message-level", "0",
-                             "--num-threads", str(threads), str(vmcore), str(ours)], ours, args.repeat)
+                             "--num-threads", str(n), str(vmcore), str(ours)], ours, args.repeat, warm=True)
                 for name, ref in refs:
+                    case = f"-d {level:<2} {codec:<16}{n:>8}{mine.wall:>10.3f}"
                     if isinstance(ref, Run):
                         size_x = f"{mine.size / ref.size:8.3f}" if ref.size else f"{'-':>8}"
-                        print(f"-d {level:<2} {codec:<16}{threads:>8}{mine.wall:>10.3f}{ref.wall:>9.3f}"
-                              f"{mine.wall / ref.wall:>8.2f}{size_x}{mine.rss_mib:>9.1f}"
-                              f"{ref.rss_mib:>9.1f}  {name}")
+                        print(f"{case}{ref.wall:>9.3f}{mine.wall / ref.wall:>8.2f}{mine.cpu:>7.2f}"
+                              f"{ref.cpu:>8.2f}{size_x}{mine.rss_mib:>9.1f}{ref.rss_mib:>9.1f}  {name}")
                     else:
-                        print(f"-d {level:<2} {codec:<16}{threads:>8}{mine.wall:>10.3f}{ref:>9.3f}"
-                              f"{mine.wall / ref:>8.2f}{'-':>8}{mine.rss_mib:>9.1f}{'-':>9}  {name}")
+                        print(f"{case}{ref:>9.3f}{mine.wall / ref:>8.2f}{mine.cpu:>7.2f}{'-':>8}{'-':>8}"
+                              f"{mine.rss_mib:>9.1f}{'-':>9}  {name}")
+                sys.stdout.flush()
+    cache.cleanup()
     return 0
 
 

@@ -9,8 +9,12 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static kexec-tools cpio kmod xz-utils zstd e2fsprogs socat
   # lab: the test module for the oops/bug/warn/softlockup triggers is built against these
   linux-headers-amd64 linux-headers-6.12-amd64 make
+  # lab: kexec-tools rebuilt from its Debian source for the ELF32 scenario (lab/kexec_tools.py)
+  dpkg-dev
   # foreign tools our files are checked against
   makedumpfile crash
+  # the C compression libraries the collector calls through ctypes (formats/clib.py), as makedumpfile
+  liblzo2-2 zlib1g libzstd1 libsnappy1v5
   # the HTML report is checked in a headless browser
   chromium
   # building python-lzo, and a venv for Debian's python3

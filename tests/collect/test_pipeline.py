@@ -12,7 +12,7 @@ from tests.synthetic import PAGE, elf_vmcore, page_pattern
 from kdumpy.cli import main
 from kdumpy.collect.dump import DumpJob, run_dump, split_points
 from kdumpy.collect.levels import describe, parse_levels
-from kdumpy.collect.pipeline import dumpable_runs
+from kdumpy.collect.pipeline import PageReader, dumpable_batches, dumpable_runs
 from kdumpy.errors import UsageError
 from kdumpy.memory.dump import PageState, open_dump
 from kdumpy.memory.pages import Category
@@ -60,14 +60,55 @@ def test_level1_shares_zero_pages_and_keeps_the_rest(vmcore: Path, tmp_path: Pat
             assert back.read_pages(pfn, 1) == bytes(PAGE)
 
 
-def test_output_is_the_same_whatever_the_thread_count(vmcore: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("codec", ["zlib", "lzo", "zstd", "snappy", "none"])
+def test_output_is_the_same_whatever_the_thread_count(vmcore: Path, tmp_path: Path, codec: str) -> None:
     outs = []
-    for threads in (1, 3):
+    for threads in (0, 1, 2, 3):
         out = tmp_path / f"out{threads}"
         with open_dump(str(vmcore)) as dump:
-            run_dump(dump, [str(out)], DumpJob(dump_level=1, codec="zlib", threads=threads))
+            res = run_dump(dump, [str(out)], DumpJob(dump_level=1, codec=codec, threads=threads))
+        assert res.excluded[Category.ZERO] == len(ZERO_PFNS)
         outs.append(out.read_bytes())
-    assert outs[0] == outs[1]
+    assert all(o == outs[0] for o in outs)
+
+
+def test_batches_cross_runs_and_respect_range() -> None:
+    bits = np.zeros(200, dtype=np.uint8)
+    bits[3:20] = 1
+    bits[40:42] = 1
+    bits[150:199] = 1
+    packed = np.packbits(bits, bitorder="little")
+    want = np.flatnonzero(bits)
+    got = list(dumpable_batches(packed, 0, 200, limit=16))
+    assert [len(b) for b in got] == [16, 16, 16, 16, 4]
+    assert np.array_equal(np.concatenate(got), want)
+    got = list(dumpable_batches(packed, 10, 160, limit=1000))
+    assert len(got) == 1 and np.array_equal(got[0], want[(want >= 10) & (want < 160)])
+    assert list(dumpable_batches(packed, 50, 60)) == []
+
+
+def test_page_reader_equals_read_pages_also_for_partial_pages(tmp_path: Path) -> None:
+    # Segments that start and end inside pages: the parts outside read as zeros.
+    segments = [(0, 5 * PAGE + 100, 5 * PAGE + 100), (8 * PAGE + 512, 3 * PAGE, 3 * PAGE)]
+    path = elf_vmcore(tmp_path / "vmcore", segments)
+    with open_dump(str(path)) as dump:
+        present = np.flatnonzero(dump.page_states(0, dump.max_pfn) == PageState.PRESENT).astype(np.int64)
+        out = np.empty((len(present), PAGE), dtype=np.uint8)
+        PageReader(dump).read(present, out)
+        assert out.tobytes() == b"".join(dump.read_pages(int(p), 1) for p in present)
+
+
+def test_size_limit_with_threads_keeps_the_pages_written(vmcore: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dump"
+    with open_dump(str(vmcore)) as dump:
+        res = run_dump(dump, [str(out)], DumpJob(dump_level=1, codec="none", threads=2, limit=30 * PAGE))
+    assert not res.complete
+    with open_dump(str(out)) as back:
+        assert back.incomplete
+        present = np.flatnonzero(back.page_states(0, 48) == PageState.PRESENT)
+        assert 0 < len(present) < 44
+        for pfn in present.tolist():
+            assert back.read_pages(pfn, 1) == (bytes(PAGE) if pfn in ZERO_PFNS else page_pattern(pfn))
 
 
 def test_elf_output_counts_zero_pages_and_keeps_the_rest(vmcore: Path, tmp_path: Path) -> None:

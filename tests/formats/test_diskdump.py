@@ -11,6 +11,7 @@ import shutil
 import struct
 import subprocess
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from kdumpy.errors import (
     TruncatedDumpError,
     UnsupportedError,
 )
-from kdumpy.formats.codecs import Codec, get_codec
+from kdumpy.formats.codecs import Codec, Packer, get_codec
 from kdumpy.formats.diskdump import (
     DISK_DUMP_HEADER,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -47,6 +48,7 @@ from kdumpy.formats.diskdump import (
     KdumpSubHeader,
     Utsname,
     _Bitmap,
+    zero_pages,
 )
 from kdumpy.formats.io import BytesSink, BytesSource, FileSink, FileSource
 
@@ -281,11 +283,11 @@ def test_page_that_does_not_shrink_is_stored_raw(synth: Synth, codec: str) -> No
 class _ExactlyAPage(Codec):
     """A codec whose output is exactly one page long: not smaller, so not kept."""
 
-    name = "zlib"
+    name = "exactly-a-page"  # no C library: the one-page function below is used
     flag = 0x1
 
-    def compress(self, page: bytes | memoryview) -> bytes:
-        return b"\x78" * PAGE
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        return lambda page: b"\x78" * PAGE
 
 
 def test_compressed_form_of_exactly_a_page_is_not_kept(synth: Synth) -> None:
@@ -473,6 +475,69 @@ def test_enospc_keeps_descriptors_of_pages_written_and_flags_incomplete(synth: S
     present = synth.pfns[states == PAGE_PRESENT]
     assert len(present) > len(synth.pfns) // 2  # the failed batch was retried page by page
     assert d.read_pages(present) == synth.data(present)
+
+
+def _write_packed(synth: Synth, sink: BytesSink, threads: int, codec: str = "lzo", batch: int = 300) -> None:
+    """What kdumpy dump does: a Packer compresses each batch, write_compressed() stores it."""
+    w = DiskDumpWriter(
+        sink, page_size=PAGE, max_mapnr=len(synth.ram), utsname=UTS, timestamp=1700000000.25, nr_cpus=2,
+        phys_base=0x1E000000, dump_level=1, codec=get_codec(codec), note_data=NOTES,
+    )  # fmt: skip
+    w.write_bitmaps(pack(synth.ram), pack(synth.dumpable))
+    packer = Packer(get_codec(codec), PAGE, threads)
+    pfns = synth.pfns
+    try:
+        for a in range(0, len(pfns), batch):
+            p = pfns[a : a + batch]
+            pages = np.frombuffer(synth.data(p), dtype=np.uint8).reshape(-1, PAGE).copy()
+            zero = zero_pages(pages)
+            packed = packer.pack(pages, np.flatnonzero(~zero))
+            w.write_compressed(p, packed.sizes, packed.pieces, zero)
+            packer.release(packed)
+    except DumpLimitReached:
+        w.finish(incomplete=True)
+    else:
+        w.finish()
+    finally:
+        packer.close()
+
+
+@pytest.mark.parametrize("threads", [0, 1, 3])
+@pytest.mark.parametrize("codec", ["lzo", "zstd", "none"])
+def test_write_compressed_from_a_packer_equals_write_pages(synth: Synth, threads: int, codec: str) -> None:
+    sink = BytesSink()
+    _write_packed(synth, sink, threads, codec)
+    assert bytes(sink.data) == written(synth, codec=codec, dump_level=1)
+
+
+def test_enospc_inside_a_batch_of_several_pieces_keeps_what_was_written(synth: Synth) -> None:
+    full = written(synth, codec="lzo")
+    sink = FullDisk(len(full) * 3 // 4)
+    _write_packed(synth, sink, threads=3, batch=1200)
+    d = DiskDump(BytesSource(bytes(sink.data)))
+    assert d.incomplete
+    states = d.page_states(0, MAX_MAPNR)[synth.pfns]
+    present = synth.pfns[states == PAGE_PRESENT]
+    assert len(synth.pfns) // 2 < len(present) < len(synth.pfns)
+    assert d.read_pages(present) == synth.data(present)
+
+
+def test_write_compressed_checks_sizes_and_zero_pages(synth: Synth) -> None:
+    sink = BytesSink()
+    w = DiskDumpWriter(
+        sink, page_size=PAGE, max_mapnr=len(synth.ram), utsname=UTS, timestamp=0, nr_cpus=1,
+        phys_base=0, dump_level=0, codec=get_codec("none"), note_data=b"",
+    )  # fmt: skip
+    w.write_bitmaps(pack(synth.ram), pack(synth.dumpable))
+    p = synth.pfns[:2]
+    with pytest.raises(ValueError, match="stored size"):
+        w.write_compressed(p, [PAGE], [bytes(PAGE)])
+    with pytest.raises(ValueError, match="stored size"):
+        w.write_compressed(p, [PAGE, PAGE + 1], [bytes(2 * PAGE + 1)])
+    with pytest.raises(ValueError, match="dump_level & 1"):
+        w.write_compressed(p, [PAGE], [bytes(PAGE)], zero=np.array([True, False]))
+    with pytest.raises(ValueError, match="pieces hold"):
+        w.write_compressed(p, [PAGE, PAGE], [bytes(PAGE)])
 
 
 def test_other_os_errors_propagate(synth: Synth) -> None:

@@ -17,17 +17,19 @@ import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import UsageError
+from kdumpy.formats.diskdump import zero_pages
 from kdumpy.memory.dump import Dump
 from kdumpy.memory.pages import Category
 
 from .levels import DL_EXCLUDE_ZERO, REPORT_NAMES
 from .pipeline import (
+    CopyResult,
     FilterResult,
-    dumpable_runs,
+    copy_pages,
     filter_pages,
     masked_view,
     original_pages,
-    zero_mask,
+    read_batches,
 )
 from .progress import Messages
 
@@ -50,8 +52,9 @@ class DumpJob:
     """-E: ELF output instead of kdump-compressed."""
     flattened: bool = False
     """-F: makedumpfile's flattened stream."""
-    threads: int = 1
-    """--num-threads: compression threads (output identical whatever the number)."""
+    threads: int = 0
+    """--num-threads: compression threads beside the main thread, which reads and writes (0: the main
+    thread compresses too, makedumpfile's default). The output is identical whatever the number."""
     limit: int | None = None
     """-L: largest output size in bytes; when reached the dump is marked incomplete."""
     force: bool = False
@@ -151,27 +154,29 @@ def _write_kdump_part(
     with DumpOutput(out_path, flattened=job.flattened, force=job.force) as out:
         writer = _new_writer(dump, job, filt.max_mapnr, out.sink, split_range)
         writer.write_bitmaps(filt.bitmap1, filt.bitmap2)
-        count_zero = bool(job.dump_level & DL_EXCLUDE_ZERO)
-        total = int(np.unpackbits(filt.bitmap2, bitorder="little")[start:end].sum())
-        done = 0
+        total = _count_bits(filt.bitmap2, start, end)
+        copied = CopyResult()
         messages.start("Copying data")
         try:
-            for pfn, count in dumpable_runs(filt.bitmap2, start, end):
-                data = dump.read_pages(pfn, count)
-                if count_zero:
-                    result.excluded[Category.ZERO] += int(zero_mask(data, ps).sum())
-                writer.write_pages(np.arange(pfn, pfn + count, dtype=np.int64), data)
-                done += count
-                messages.progress(done, total, ps)
+            copy_pages(dump, writer, filt.bitmap2, start, end, threads=job.threads,
+                       progress=lambda done: messages.progress(done, total, ps), result=copied)
         except DumpLimitReached as e:
             result.complete = False
             messages.error(f"Can't write the dump file({out_path}). {e}")
             messages.error("This is an incomplete dumpfile, but might analyzable.")
         writer.finish(incomplete=dump.incomplete)
         messages.finish(total, ps)
-        result.written_pages += done
+        result.excluded[Category.ZERO] += copied.zero
+        result.written_pages += copied.pages
         result.bytes_written += writer.bytes_written
     result.paths.append(out_path)
+
+
+def _count_bits(bitmap: npt.NDArray[np.uint8], start: int, end: int) -> int:
+    """Set bits of `bitmap` (LSB first) in [start, end)."""
+    first, last = start // 8, -(-end // 8)
+    bits = np.unpackbits(bitmap[first:last], bitorder="little")
+    return int(np.count_nonzero(bits[start - first * 8 : end - first * 8]))
 
 
 def _write_elf(
@@ -181,16 +186,14 @@ def _write_elf(
 
     from .output import DumpOutput
 
-    ps = dump.page_size
     if job.dump_level & DL_EXCLUDE_ZERO:
         # ELF has no shared zero page: zero pages leave bitmap 2 before the headers are built, so
         # the dumpable pages are read twice, as makedumpfile does.
         messages.start("Excluding zero pages")
-        b2 = filt.bitmap2.copy()
-        bits = np.unpackbits(b2, bitorder="little")
-        for pfn, count in dumpable_runs(filt.bitmap2, 0, filt.max_mapnr):
-            z = np.flatnonzero(zero_mask(dump.read_pages(pfn, count), ps))
-            bits[pfn + z] = 0
+        bits = np.unpackbits(filt.bitmap2, bitorder="little")
+        for pfns, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr):
+            z = pfns[zero_pages(pages)]
+            bits[z] = 0
             result.excluded[Category.ZERO] += len(z)
         b2 = np.packbits(bits, bitorder="little")[: len(filt.bitmap2)]
         messages.finish(filt.max_mapnr)
@@ -226,8 +229,8 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
         raise UsageError("-E cannot be combined with compression, --split or -F")
     if len(outputs) > 1 and job.flattened:
         raise UsageError("--split cannot be combined with -F")
-    if job.threads < 1:
-        raise UsageError("--num-threads must be at least 1")
+    if job.threads < 0:
+        raise UsageError("--num-threads must be 0 or more")
     t0 = time.monotonic()
     filt = filter_pages(dump, job.dump_level, messages)
     excluded = dict(filt.excluded)
@@ -250,8 +253,8 @@ def mem_usage(dump: Dump, messages: Messages | None = None) -> str:
     filt = filter_pages(dump, 31, messages)
     zero = 0
     ps = dump.page_size
-    for pfn, count in dumpable_runs(filt.bitmap2, 0, filt.max_mapnr):
-        zero += int(zero_mask(dump.read_pages(pfn, count), ps).sum())
+    for _, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr):
+        zero += int(np.count_nonzero(zero_pages(pages)))
     ex = dict(filt.excluded)
     ex[Category.ZERO] = zero
     original = original_pages(dump, filt)

@@ -3,41 +3,60 @@
 1. `filter_pages`: for each cycle, the struct pages (one numpy array), their categories
    (`kdumpy.memory.pages.classify`), the multi-page exclusions in pfn order (`Excluder`); out come
    bitmap 1 (RAM) and bitmap 2 (dumpable), and the count of pages excluded per category.
-2. `write_kdump`: the dumpable pages in coalesced runs -> zero check -> compression (the writer's
-   thread pool) -> kdump-compressed file, in pfn order. `write_elf` does the same for `-E`.
+2. `copy_pages`: the dumpable pages in batches of `BATCH_PAGES`, each read into a reused buffer with
+   one preadv per run of pages -> one vectorised zero check (its result serves both the report and
+   the shared zero page) -> compression of the whole batch (`kdumpy.formats.codecs.Packer`, on a
+   long-lived pool with --num-threads, while the next batch is read) -> the kdump writer, in pfn order.
 
-Memory: the bitmaps (2 bits per pfn) plus one cycle of struct pages and one run of page data.
+Memory: the bitmaps (2 bits per pfn) plus one cycle of struct pages and, per batch in flight, one
+buffer of pages and one output area.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import KdumpyError
+from kdumpy.formats.diskdump import zero_pages
 from kdumpy.memory.dump import Dump, ElfDump, PageState
 from kdumpy.memory.pages import Category, Excluder, MemMap, PageLayout, classify
 
 from .progress import Messages
 
+if TYPE_CHECKING:
+    from kdumpy.formats.codecs import Packed
+    from kdumpy.formats.diskdump import DiskDumpWriter
+
 __all__ = [
+    "BATCH_PAGES",
     "CYCLE_PFNS",
     "RUN_PAGES",
+    "CopyResult",
     "FilterResult",
+    "PageReader",
+    "copy_pages",
+    "dumpable_batches",
     "dumpable_runs",
     "filter_pages",
     "masked_view",
     "original_pages",
+    "read_batches",
     "zero_mask",
 ]
 
 CYCLE_PFNS = 1 << 16
 """pfns classified at a time: 4 MiB of struct pages (64 bytes each)."""
 RUN_PAGES = 1024
-"""Most pages read, checked and handed to the writer at once (4 MiB of 4 KiB pages)."""
+"""Longest run `dumpable_runs` yields."""
+BATCH_PAGES = 1024
+"""Pages read, checked, compressed and written at once (4 MiB of 4 KiB pages): large enough that the
+per-batch work (a few numpy calls, one write of data, one of descriptors) is small beside the pages'."""
 _CLASSIFY_LEVELS = 0x1E  # any of -d 2, 4, 8, 16 needs the struct pages
 
 
@@ -144,8 +163,133 @@ def dumpable_runs(
 
 def zero_mask(data: bytes | memoryview, page_size: int) -> npt.NDArray[np.bool_]:
     """Which pages of `data` are all zeros (makedumpfile's is_zero_page())."""
-    words = np.frombuffer(data, dtype=np.uint64).reshape(-1, page_size // 8)
-    return np.logical_not(words.any(axis=1))
+    return zero_pages(np.frombuffer(data, dtype=np.uint8).reshape(-1, page_size))
+
+
+def dumpable_batches(
+    bitmap2: npt.NDArray[np.uint8], start: int, end: int, limit: int = BATCH_PAGES
+) -> Iterator[npt.NDArray[np.int64]]:
+    """The pfns set in `bitmap2` within [start, end), ascending, in arrays of `limit` (the last shorter)."""
+    window = CYCLE_PFNS * 8
+    carry = np.empty(0, dtype=np.int64)
+    lo = start - start % 8
+    while lo < end:
+        hi = min(end, lo + window)
+        bits = np.unpackbits(bitmap2[lo // 8 : -(-hi // 8)], bitorder="little")[: hi - lo]
+        if lo < start:
+            bits[: start - lo] = 0
+        pfns = np.flatnonzero(bits) + lo
+        if len(carry):
+            pfns = np.concatenate((carry, pfns))
+        full = len(pfns) - len(pfns) % limit
+        for a in range(0, full, limit):
+            yield pfns[a : a + limit]
+        carry = pfns[full:]
+        lo = hi
+    if len(carry):
+        yield carry
+
+
+class PageReader:
+    """Reads pages of a dump into a caller's buffer: one `Dump.read_pages_into` per run of
+    consecutive pfns (for /proc/vmcore, one preadv straight into the buffer)."""
+
+    def __init__(self, dump: Dump) -> None:
+        self.dump = dump
+        self.page_size = dump.page_size
+
+    def read(self, pfns: npt.NDArray[np.int64], out: npt.NDArray[np.uint8]) -> None:
+        """Fill `out` (len(pfns) x page_size) with the pages `pfns` (ascending, each present)."""
+        n = len(pfns)
+        if not n:
+            return
+        breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
+        starts = np.concatenate(([0], breaks)).tolist()
+        ends = np.concatenate((breaks, [n])).tolist()
+        first = pfns[starts].tolist()
+        flat = out.reshape(-1).data
+        ps = self.page_size
+        for a, b, pfn in zip(starts, ends, first, strict=True):
+            self.dump.read_pages_into(pfn, b - a, flat[a * ps : b * ps])
+
+
+def read_batches(
+    dump: Dump, bitmap2: npt.NDArray[np.uint8], start: int, end: int, *, buffers: int = 1
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]]:
+    """(pfns, pages) of each batch of dumpable pages of [start, end): pages is len(pfns) x page_size,
+    in one of `buffers` buffers used in turn, so it stays valid for `buffers - 1` more batches."""
+    reader = PageReader(dump)
+    ring: list[npt.NDArray[np.uint8]] = []
+    for k, pfns in enumerate(dumpable_batches(bitmap2, start, end)):
+        if len(ring) < buffers:
+            ring.append(np.empty((BATCH_PAGES, dump.page_size), dtype=np.uint8))
+        pages = ring[k % buffers][: len(pfns)]
+        reader.read(pfns, pages)
+        yield pfns, pages
+
+
+@dataclass
+class CopyResult:
+    """What `copy_pages` wrote."""
+
+    pages: int = 0
+    """Pages whose descriptor was written (zero pages included)."""
+    zero: int = 0
+    """Zero pages found (stored as the shared zero page), 0 unless dump_level & 1."""
+
+
+def copy_pages(
+    dump: Dump,
+    writer: DiskDumpWriter,
+    bitmap2: npt.NDArray[np.uint8],
+    start: int,
+    end: int,
+    *,
+    threads: int = 0,
+    progress: Callable[[int], None] | None = None,
+    result: CopyResult | None = None,
+) -> CopyResult:
+    """Write the pages of [start, end) set in `bitmap2` through `writer` (after its bitmaps).
+
+    Each batch is checked for zero pages once (with dump_level & 1), compressed as one task per
+    thread, and written with one write of data and one of descriptors. With `threads` >= 1 (and a
+    codec threads help, `kdumpy.formats.codecs.Packer`) the next batch is read while the pool
+    compresses the current one. The writer's `DumpLimitReached`
+    propagates; `result` then holds what was written before it.
+    """
+    from kdumpy.formats.codecs import Packer
+
+    result = result if result is not None else CopyResult()
+    share_zero = bool(writer.dump_level & 1)
+    packer = Packer(writer.codec, dump.page_size, threads)
+    depth = 1 if packer.threads else 0  # batches compressing while the next one is read
+    pending: deque[tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_] | None, Callable[[], Packed]]] = deque()
+
+    def flush() -> None:
+        pfns, zero, wait = pending.popleft()
+        packed = wait()
+        if zero is not None:
+            result.zero += int(np.count_nonzero(zero))
+        try:
+            writer.write_compressed(pfns, packed.sizes, packed.pieces, zero)
+        finally:
+            packer.release(packed)
+        result.pages += len(pfns)
+        if progress is not None:
+            progress(result.pages)
+
+    try:
+        for pfns, pages in read_batches(dump, bitmap2, start, end, buffers=depth + 1):
+            zero = zero_pages(pages) if share_zero else None
+            index = np.flatnonzero(~zero) if zero is not None and zero.any() else None
+            pending.append((pfns, zero, packer.submit(pages, index)))
+            if len(pending) > depth:
+                flush()
+        while pending:
+            flush()
+    finally:
+        packer.close()
+    return result
 
 
 def original_pages(dump: Dump, result: FilterResult) -> int:

@@ -5,22 +5,34 @@ files can equal its files byte for byte, and decompresses with the checks crash 
 `cache_page()`: the result must be exactly one page. Decompression never allocates more than the page
 size asked for, whatever a hostile stream claims.
 
-The libraries are imported on first use; a missing one gives `UnsupportedError` naming its pip package.
-`get_codec()` checks that up front; `codec_for_flag()` does not, so a reader can still open a file whose
-codec is missing and report on it.
+Compression goes through the C library makedumpfile links when it is installed (`kdumpy.formats.clib`:
+the same bytes, and the GIL is released during each call), else through the PyPI binding; a codec with
+neither gives `UnsupportedError` naming its pip package. `get_codec()` checks that up front;
+`codec_for_flag()` does not, so a reader can still open a file whose codec is missing and report on it.
+Decompression uses the PyPI bindings, imported on first use.
+
+`Packer` compresses whole batches of pages for the writer: one call per batch, pages stored back to
+back in a reused output area, optionally spread over a long-lived pool of threads.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import itertools
 import threading
 import zlib
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from kdumpy.errors import CorruptDumpError, UnsupportedError
+from kdumpy.formats import clib
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "CODECS",
@@ -30,6 +42,8 @@ __all__ = [
     "DUMP_DH_COMPRESSED_ZSTD",
     "FLAG_MASK",
     "Codec",
+    "Packed",
+    "Packer",
     "codec_for_flag",
     "get_codec",
 ]
@@ -46,6 +60,12 @@ FLAG_MASK = (
 # Pages per task when compress_many spreads work over threads: large enough to amortise the
 # executor, small enough to balance the load.
 _CHUNK_PAGES = 256
+_MIN_TASK_PAGES = 32  # a Packer batch is split over its threads only in tasks at least this big
+# Codecs a Packer compresses on a thread pool. A thread re-takes the GIL after every page's library
+# call, and a thread that does so every microsecond or two starves the others (the GIL convoy): with
+# lzo (about 1 us a page), snappy and zstd (2-3 us) two threads and the reading thread were measured
+# no faster than one thread, a few percent slower. zlib's 20-40 us per page leaves room to scale.
+_POOL_CODECS = frozenset({"zlib"})
 
 
 def _import(module: str, package: str) -> Any:
@@ -57,8 +77,39 @@ def _import(module: str, package: str) -> Any:
         ) from e
 
 
+class _PyCompressor:
+    """A `clib.PageCompressor` look-alike over a PyPI binding's one-page function (the GIL is held)."""
+
+    def __init__(self, fn: Callable[[bytes], bytes], page_size: int) -> None:
+        self._fn = fn
+        self.page_size = page_size
+        self.bound = page_size  # only what is stored (at most a page) is copied out
+
+    def compress_pages(self, src: int, index: Sequence[int], dst: int) -> list[int]:
+        ps = self.page_size
+        fn = self._fn
+        sizes: list[int] = []
+        off = dst
+        for i in index:
+            page = ctypes.string_at(src + i * ps, ps)
+            out = fn(page)
+            n = len(out)
+            if n >= ps:
+                out, n = page, ps
+            ctypes.memmove(off, out, n)
+            sizes.append(n)
+            off += n
+        return sizes
+
+    def compress_one(self, page: bytes) -> bytes:
+        return self._fn(page)
+
+    def close(self) -> None:
+        pass
+
+
 class Codec:
-    """One page codec. Subclasses implement `_compress` and `_decompress`."""
+    """One page codec. Subclasses implement `_py_compressor` and `_decompress`."""
 
     name: str = "none"
     """Name as on the command line: "zlib", "lzo", "snappy", "zstd" or "none"."""
@@ -67,12 +118,34 @@ class Codec:
     package: str | None = None
     """pip package providing the library, if any."""
 
+    def __init__(self) -> None:
+        self._local = threading.local()
+
     def check(self) -> None:
-        """Raise `UnsupportedError` if the library is missing."""
+        """Raise `UnsupportedError` if neither the C library nor the PyPI binding is there to compress."""
+        if self.name != "none" and clib.load(self.name) is None:
+            self._py_function(4096)
+
+    def compressor(self, page_size: int) -> clib.PageCompressor | _PyCompressor:
+        """The calling thread's batch compressor for pages of `page_size` bytes (C library first)."""
+        comp = getattr(self._local, "comp", None)
+        if comp is None or comp.page_size != page_size:
+            comp = clib.compressor(self.name, page_size) if self.name != "none" else None
+            if comp is None:
+                comp = _PyCompressor(self._py_function(page_size), page_size)
+            self._local.comp = comp
+        return comp
+
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        """The PyPI binding's one-page compress function, as makedumpfile calls its library."""
+        return bytes
 
     def compress(self, page: bytes | memoryview) -> bytes:
         """Compressed form of `page`, as makedumpfile would write it (may be larger than the page)."""
-        return bytes(page)
+        data = bytes(page)
+        if self.name == "none":
+            return data
+        return self.compressor(len(data)).compress_one(data)
 
     def decompress(self, data: bytes, out_size: int) -> bytes:
         """The `out_size` bytes `data` decompresses to; anything else is `CorruptDumpError`."""
@@ -95,7 +168,7 @@ class Codec:
         """Compress `len(pages) // page_size` contiguous pages; results in page order.
 
         With `threads > 1` chunks of pages go to a thread pool; each page is compressed on its own,
-        so the output is the same whatever the thread count.
+        so the output is the same whatever the thread count. (The writer uses `Packer`.)
         """
         view = memoryview(pages).cast("B")
         if len(view) % page_size:
@@ -106,6 +179,8 @@ class Codec:
         self.check()
         if threads <= 1 or n <= _CHUNK_PAGES:
             return self._compress_range(view, page_size, 0, n)
+        from concurrent.futures import ThreadPoolExecutor
+
         bounds = [(i, min(i + _CHUNK_PAGES, n)) for i in range(0, n, _CHUNK_PAGES)]
         with ThreadPoolExecutor(max_workers=threads) as pool:
             parts = pool.map(lambda b: self._compress_range(view, page_size, b[0], b[1]), bounds)
@@ -115,12 +190,7 @@ class Codec:
         return out
 
     def _compress_range(self, view: memoryview, page_size: int, first: int, last: int) -> list[bytes]:
-        fn = self._page_compressor()
-        return [fn(view[i * page_size : (i + 1) * page_size]) for i in range(first, last)]
-
-    def _page_compressor(self) -> Callable[[memoryview], bytes]:
-        """A function compressing one page, private to the calling thread."""
-        return self.compress
+        return [self.compress(view[i * page_size : (i + 1) * page_size]) for i in range(first, last)]
 
     def __repr__(self) -> str:
         return f"<Codec {self.name}>"
@@ -130,9 +200,10 @@ class _Zlib(Codec):
     name = "zlib"
     flag = DUMP_DH_COMPRESSED_ZLIB
 
-    def compress(self, page: bytes | memoryview) -> bytes:
-        # makedumpfile: compress2(..., Z_BEST_SPEED), i.e. a zlib-wrapped (RFC 1950) level-1 stream.
-        return zlib.compress(page, 1)
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        # makedumpfile: compress2(..., Z_BEST_SPEED), i.e. a zlib-wrapped (RFC 1950) level-1 stream;
+        # CPython's zlib module calls the same libz.
+        return lambda page: zlib.compress(page, 1)
 
     def _decompress(self, data: bytes, out_size: int) -> bytes:
         # crash uses uncompress(): the stream must end (Z_STREAM_END) within one page.
@@ -149,20 +220,14 @@ class _Lzo(Codec):
     package = "python-lzo"
 
     def __init__(self) -> None:
+        super().__init__()
         self._decompress_fn: Callable[[bytes, bool, int], bytes] | None = None
 
-    def check(self) -> None:
-        _import("lzo", "python-lzo")
-
-    def compress(self, page: bytes | memoryview) -> bytes:
-        # makedumpfile: lzo1x_1_compress, raw (no header). python-lzo level 1 is lzo1x_1; it takes
-        # only bytes, hence the copy.
-        lzo = _import("lzo", "python-lzo")
-        return bytes(lzo.compress(bytes(page), 1, False))
-
-    def _page_compressor(self) -> Callable[[memoryview], bytes]:
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        # makedumpfile: lzo1x_1_compress, raw (no header). python-lzo level 1 is lzo1x_1; it holds
+        # the GIL and takes only bytes.
         compress = _import("lzo", "python-lzo").compress
-        return lambda page: bytes(compress(bytes(page), 1, False))
+        return lambda page: bytes(compress(page, 1, False))
 
     def _decompress(self, data: bytes, out_size: int) -> bytes:
         # Raw lzo1x; python-lzo decodes into a buffer of out_size bytes and fails on overrun.
@@ -171,72 +236,17 @@ class _Lzo(Codec):
         return bytes(self._decompress_fn(bytes(data), False, out_size))
 
 
-class _LibSnappy:
-    """Google's libsnappy through its C API (snappy-c.h), what makedumpfile links.
-
-    The Rust implementation inside cramjam writes valid but different blocks for some pages (about
-    6% of a real vmcore's), so byte-exact output needs the C library when it is installed.
-    """
-
-    def __init__(self, lib: ctypes.CDLL) -> None:
-        self._compress = lib.snappy_compress
-        self._compress.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_char_p,
-            ctypes.POINTER(ctypes.c_size_t),
-        ]
-        self._compress.restype = ctypes.c_int
-        max_len = lib.snappy_max_compressed_length
-        max_len.argtypes = [ctypes.c_size_t]
-        max_len.restype = ctypes.c_size_t
-        self._max_len = max_len
-        self._local = threading.local()
-
-    def compress(self, page: bytes | memoryview) -> bytes:
-        data = bytes(page)
-        cap = self._max_len(len(data))
-        out = getattr(self._local, "out", None)
-        if out is None or len(out) < cap:
-            out = self._local.out = ctypes.create_string_buffer(cap)
-        n = ctypes.c_size_t(cap)
-        # snappy_compress() returns SNAPPY_OK (0); ctypes drops the GIL for the call.
-        if self._compress(data, len(data), out, ctypes.byref(n)) != 0:
-            raise RuntimeError("snappy_compress failed")
-        return out.raw[: n.value]
-
-
-_libsnappy: _LibSnappy | bool | None = False  # False: not looked for yet
-
-
-def _find_libsnappy() -> _LibSnappy | None:
-    global _libsnappy
-    if _libsnappy is False:
-        path = ctypes.util.find_library("snappy")
-        try:
-            _libsnappy = _LibSnappy(ctypes.CDLL(path)) if path else None
-        except (OSError, AttributeError):
-            _libsnappy = None
-    assert _libsnappy is not True
-    return _libsnappy
-
-
 class _Snappy(Codec):
     name = "snappy"
     flag = DUMP_DH_COMPRESSED_SNAPPY
     package = "cramjam"
 
-    def check(self) -> None:
-        _import("cramjam", "cramjam")
-
-    def compress(self, page: bytes | memoryview) -> bytes:
-        # makedumpfile: snappy_compress(), a raw snappy block (not the framing format). Google's
-        # library when installed (same bytes as makedumpfile), else cramjam (valid, may differ).
-        lib = _find_libsnappy()
-        if lib is not None:
-            return lib.compress(page)
-        cramjam = _import("cramjam", "cramjam")
-        return bytes(cramjam.snappy.compress_raw(bytes(page)))
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        # makedumpfile: snappy_compress(), a raw snappy block (not the framing format). The Rust
+        # implementation inside cramjam writes valid but different blocks for some pages (about 6% of
+        # a real vmcore's): byte-exact output needs Google's libsnappy (clib), tried first.
+        compress_raw = _import("cramjam", "cramjam").snappy.compress_raw
+        return lambda page: bytes(compress_raw(page))
 
     def _decompress(self, data: bytes, out_size: int) -> bytes:
         cramjam = _import("cramjam", "cramjam")
@@ -252,26 +262,11 @@ class _Zstd(Codec):
     flag = DUMP_DH_COMPRESSED_ZSTD
     package = "zstandard"
 
-    def __init__(self) -> None:
-        # ZstdCompressor objects must not be shared between threads.
-        self._local = threading.local()
-
-    def check(self) -> None:
-        _import("zstandard", "zstandard")
-
-    def _compressor(self) -> Any:
-        c = getattr(self._local, "c", None)
-        if c is None:
-            zstandard = _import("zstandard", "zstandard")
-            # makedumpfile: ZSTD_compressCCtx(level 1): one standard frame with the content size.
-            c = self._local.c = zstandard.ZstdCompressor(level=1)
-        return c
-
-    def compress(self, page: bytes | memoryview) -> bytes:
-        return bytes(self._compressor().compress(page))
-
-    def _page_compressor(self) -> Callable[[memoryview], bytes]:
-        return self._compressor().compress  # type: ignore[no-any-return]
+    def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
+        # makedumpfile: ZSTD_compressCCtx(level 1): one standard frame with the content size.
+        # A ZstdCompressor must not be shared between threads: this one is the caller's (compressor()).
+        compress = _import("zstandard", "zstandard").ZstdCompressor(level=1).compress
+        return lambda page: bytes(compress(page))
 
     def _decompress(self, data: bytes, out_size: int) -> bytes:
         zstandard = _import("zstandard", "zstandard")
@@ -286,9 +281,6 @@ class _Zstd(Codec):
 class _None(Codec):
     name = "none"
     flag = 0
-
-    def compress(self, page: bytes | memoryview) -> bytes:
-        return bytes(page)
 
     def _decompress(self, data: bytes, out_size: int) -> bytes:
         return bytes(data)
@@ -320,3 +312,116 @@ def codec_for_flag(flag: int) -> Codec:
             f"invalid compression flags {flag:#x} (known: zlib 0x1, lzo 0x2, snappy 0x4, zstd 0x20)"
         )
     return codec
+
+
+@dataclass
+class Packed:
+    """A batch of pages compressed as the kdump writer stores them."""
+
+    sizes: npt.NDArray[np.int64]
+    """Stored size of each page, in order: the compressed size, or the page size for a page stored
+    raw (its compressed form was not smaller, or the codec is none)."""
+    pieces: list[memoryview]
+    """The stored bytes of those pages back to back, in pieces that split only between pages."""
+    area: npt.NDArray[np.uint8] | None = None
+    """The output area the pieces lie in, for `Packer.release()`."""
+
+
+class Packer:
+    """Compresses batches of pages for the writer, one batch per call, over `threads` threads.
+
+    A batch is one contiguous array of pages (n x page_size, C order); the pages to compress are
+    given by index (the others, zero pages, are not stored). Each task compresses a contiguous
+    share of the batch into its own region of one output area with one library call per page and
+    no per-page objects. With `threads == 0` the caller's thread compresses; with `threads >= 1` a
+    long-lived pool does (zlib only, see `_POOL_CODECS`), and `submit()` returns at once so the
+    caller can read the next batch meanwhile. Each page is compressed on its own: the output is the
+    same whatever the thread count.
+    """
+
+    def __init__(self, codec: Codec, page_size: int, threads: int = 0) -> None:
+        codec.check()
+        self.codec = codec
+        self.page_size = page_size
+        if codec.name not in _POOL_CODECS:
+            threads = 0
+        self.threads = threads
+        """Threads compressing (0: the caller's thread); see `_POOL_CODECS`."""
+        self._pool: ThreadPoolExecutor | None = None
+        if threads > 0:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kdumpy-compress")
+        # Room a task's region needs past its pages while the last one is being compressed.
+        self._slack = codec.compressor(page_size).bound - page_size if codec.flag else 0
+        self._free: list[npt.NDArray[np.uint8]] = []
+
+    def submit(
+        self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None
+    ) -> Callable[[], Packed]:
+        """Start compressing `pages[index]` (all pages when None); the returned function waits for
+        and returns the `Packed` batch. `pages` must not change until then."""
+        import numpy as np
+
+        ps = self.page_size
+        n_all = len(pages)
+        m = n_all if index is None else len(index)
+        if not self.codec.flag:  # none: the pages are stored as they are
+            flat = pages.reshape(-1) if m == n_all else pages[index].reshape(-1)
+            done = Packed(np.full(m, ps, dtype=np.int64), [flat.data] if m else [])
+            return lambda: done
+        idx: list[int] = list(range(n_all)) if index is None else index.tolist()
+        k = max(1, min(self.threads, m // _MIN_TASK_PAGES))
+        area = self._area(m * ps + k * self._slack)
+        src, dst = pages.ctypes.data, area.ctypes.data
+        bounds = [(m * j // k, m * (j + 1) // k) for j in range(k)]
+        regions = [a * ps + j * self._slack for j, (a, _) in enumerate(bounds)]
+        tasks = [(idx[a:b], dst + r) for (a, b), r in zip(bounds, regions, strict=True)]
+        if self._pool is None:
+            comp = self.codec.compressor(ps)
+            done = self._packed([comp.compress_pages(src, i, d) for i, d in tasks], regions, area, m)
+            return lambda: done
+        futures: list[Future[list[int]]] = [self._pool.submit(self._task, src, i, d) for i, d in tasks]
+
+        def wait() -> Packed:
+            _ = pages  # kept alive until the pages are compressed
+            return self._packed([f.result() for f in futures], regions, area, m)
+
+        return wait
+
+    def pack(self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None) -> Packed:
+        """`submit()` and wait."""
+        return self.submit(pages, index)()
+
+    def release(self, packed: Packed) -> None:
+        """Give `packed`'s output area back for the next batches (its pieces are then invalid)."""
+        if packed.area is not None:
+            self._free.append(packed.area)
+            packed.area = None
+            packed.pieces = []
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._free.clear()
+
+    def _task(self, src: int, index: list[int], dst: int) -> list[int]:
+        return self.codec.compressor(self.page_size).compress_pages(src, index, dst)
+
+    def _area(self, nbytes: int) -> npt.NDArray[np.uint8]:
+        import numpy as np
+
+        for i, a in enumerate(self._free):
+            if len(a) >= nbytes:
+                return self._free.pop(i)
+        return np.empty(nbytes, dtype=np.uint8)
+
+    @staticmethod
+    def _packed(parts: list[list[int]], regions: list[int], area: npt.NDArray[np.uint8], m: int) -> Packed:
+        import numpy as np
+
+        sizes = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64, count=m)
+        view = area.data
+        pieces = [view[r : r + sum(p)] for p, r in zip(parts, regions, strict=True) if p]
+        return Packed(sizes, pieces, area)

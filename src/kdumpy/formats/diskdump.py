@@ -29,6 +29,7 @@ import errno
 import itertools
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -43,7 +44,7 @@ from kdumpy.errors import (
     TruncatedDumpError,
     UnsupportedError,
 )
-from kdumpy.formats.codecs import FLAG_MASK, Codec, codec_for_flag
+from kdumpy.formats.codecs import FLAG_MASK, Codec, Packer, codec_for_flag
 from kdumpy.formats.io import Sink, Source, check_range
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "DumpLimitReached",
     "KdumpSubHeader",
     "Utsname",
+    "zero_pages",
 ]
 
 KDUMP_SIGNATURE = b"KDUMP   "
@@ -634,13 +636,20 @@ class DiskDump:
 # --- writer ----------------------------------------------------------------------------------------
 
 
+def zero_pages(pages: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Which rows of `pages` (n x page_size bytes) are all zeros, makedumpfile's is_zero_page()."""
+    rows = pages.view(np.uint64) if pages.shape[1] % 8 == 0 else pages
+    return np.logical_not(rows.any(axis=1))
+
+
 class DiskDumpWriter:
     """Writes a kdump-compressed file the way makedumpfile 1.7.2 does, byte for byte.
 
-    Call `write_bitmaps()` once, `write_pages()` for each run of dumpable pfns in ascending order,
-    then `finish()`; the caller closes the sink. Pages are compressed with `codec` (over `threads`
-    threads); a page that does not shrink below the page size is stored raw (flags 0); with
-    dump_level & 1, zero pages share one stored zero page written first in the data area.
+    Call `write_bitmaps()` once, `write_pages()` for each run of dumpable pfns in ascending order
+    (or `write_compressed()` with pages a `Packer` compressed), then `finish()`; the caller closes the
+    sink. Pages are compressed with `codec` (over `threads` threads); a page that does not shrink
+    below the page size is stored raw (flags 0); with dump_level & 1, zero pages share one stored
+    zero page written first in the data area.
 
     A pfn skipped by the caller keeps a zero descriptor, which readers see as incomplete.
     With `limit` (-L), or when the file system is full, `write_pages` writes what fits, then the
@@ -743,6 +752,7 @@ class DiskDumpWriter:
         self._pd_zero: np.void | None = None
         self._stopped: DumpLimitReached | None = None
         self._finished = False
+        self._packer: Packer | None = None
 
     def _write(self, offset: int, data: bytes | memoryview) -> None:
         self._sink.write_at(offset, data)
@@ -777,6 +787,10 @@ class DiskDumpWriter:
             self._write(self.offset_bitmap1, bm1.array.tobytes())
             self._write(self.offset_bitmap1 + self.len_bitmap // 2, bm2.array.tobytes())
         self._data_end = self.table_offset + self.num_dumpable * PAGE_DESC.itemsize
+        if self.num_dumpable == 0 and not self.dump_level & DL_EXCLUDE_ZERO and self.len_bitmap:
+            # Nothing follows the bitmaps: give the file their full length, or readers (crash
+            # included) find them cut short. Elsewhere later data extends the file past the padding.
+            self._write(self.table_offset - 1, b"\0")
         if self.dump_level & DL_EXCLUDE_ZERO:
             # pd_zero = {offset: start of data, size: page_size, flags: 0, page_flags: 0}
             self._pd_zero = np.array([(self._data_end, bs, 0, 0)], dtype=PAGE_DESC)[0]
@@ -804,6 +818,43 @@ class DiskDumpWriter:
     def write_pages(self, pfns: npt.ArrayLike, data: bytes | memoryview) -> None:
         """Write the next pages: `pfns` ascending, each set in bitmap 2 and inside the split range;
         `data` holds their len(pfns) * page_size bytes in the same order."""
+        p, idx = self._check_pfns(pfns)
+        n = len(p)
+        bs = self.page_size
+        view = memoryview(data).cast("B")
+        if len(view) != n * bs:
+            raise ValueError(f"{len(view)} bytes of data for {n} pages of {bs} bytes")
+        if n == 0:
+            return
+        pages = np.frombuffer(view, dtype=np.uint8).reshape(n, bs)
+        zero = zero_pages(pages) if self._pd_zero is not None else None
+        if self._packer is None:
+            # Threads only pay off over several tasks; one thread compresses in the caller's.
+            self._packer = Packer(self.codec, bs, self.threads if self.threads > 1 else 0)
+        packed = self._packer.pack(pages, None if zero is None else np.flatnonzero(~zero))
+        try:
+            self._write_checked(p, idx, packed.sizes, packed.pieces, zero)
+        finally:
+            self._packer.release(packed)
+
+    def write_compressed(
+        self,
+        pfns: npt.ArrayLike,
+        sizes: npt.ArrayLike,
+        pieces: Sequence[bytes | memoryview],
+        zero: npt.NDArray[np.bool_] | None = None,
+    ) -> None:
+        """Write the next pages, already compressed with the writer's codec (`Packer`).
+
+        `pfns` as for `write_pages()`; `zero` marks those stored as the shared zero page (dump_level
+        & 1); `sizes` gives the stored size of each other page in order (the page size: stored raw),
+        and `pieces` their stored bytes back to back, split only between pages.
+        """
+        p, idx = self._check_pfns(pfns)
+        self._write_checked(p, idx, np.asarray(sizes, dtype=np.int64), pieces, zero)
+
+    def _check_pfns(self, pfns: npt.ArrayLike) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The pfns as an array, checked, and their descriptor indices."""
         if self._bm2 is None:
             raise RuntimeError("write_pages() before write_bitmaps()")
         if self._finished:
@@ -812,35 +863,48 @@ class DiskDumpWriter:
             raise self._stopped
         p = np.asarray(pfns, dtype=np.int64).ravel()
         n = len(p)
-        bs = self.page_size
-        view = memoryview(data).cast("B")
-        if len(view) != n * bs:
-            raise ValueError(f"{len(view)} bytes of data for {n} pages of {bs} bytes")
         if n == 0:
-            return
+            return p, p
         if p[0] <= self._last_pfn or (n > 1 and not bool(np.all(np.diff(p) > 0))):
             raise ValueError("pfns must be strictly ascending and follow the pfns already written")
         if p[0] < self._start or p[-1] >= self._end:
             raise ValueError(f"pfns outside the dump's range [{self._start:#x}, {self._end:#x})")
         if not self._bm2.test(p).all():
             raise ValueError("pfns not set in bitmap 2 cannot be written")
-        idx = self._bm2.rank(p) - self._rank_base
-
-        pages = np.frombuffer(view, dtype=np.uint8).reshape(n, bs)
-        zero: npt.NDArray[np.bool_] = np.zeros(n, dtype=np.bool_)
-        if self._pd_zero is not None:
-            zero = np.logical_not(pages.view(np.uint64).any(axis=1))  # makedumpfile is_zero_page()
-        nz = np.flatnonzero(~zero)
-        if len(nz) == n:
-            src = view
+        # Usually the pages are every dumpable pfn of [p[0], p[-1]]: their descriptors follow each other.
+        first, last = self._bm2.rank(np.array([p[0], p[-1] + 1], dtype=np.int64)).tolist()
+        if last - first == n:
+            idx = np.arange(first - self._rank_base, last - self._rank_base, dtype=np.int64)
         else:
-            src = np.ascontiguousarray(pages[nz]).reshape(-1).data if len(nz) else memoryview(b"")
-        outs = self.codec.compress_many(src, bs, self.threads)
-        sizes = np.fromiter(map(len, outs), dtype=np.int64, count=len(outs))
+            idx = self._bm2.rank(p) - self._rank_base
+        return p, idx
+
+    def _write_checked(
+        self,
+        p: npt.NDArray[np.int64],
+        idx: npt.NDArray[np.int64],
+        dsize: npt.NDArray[np.int64],
+        pieces: Sequence[bytes | memoryview],
+        zero: npt.NDArray[np.bool_] | None,
+    ) -> None:
+        n = len(p)
+        if n == 0:
+            return
+        bs = self.page_size
+        if zero is None:
+            nz = np.arange(n)
+        else:
+            if len(zero) != n:
+                raise ValueError(f"zero mask of {len(zero)} pages for {n} pfns")
+            if self._pd_zero is None and zero.any():
+                raise ValueError("zero pages are shared only with dump_level & 1")
+            nz = np.flatnonzero(~zero)
+        if len(dsize) != len(nz) or (len(dsize) and not bool(((dsize > 0) & (dsize <= bs)).all())):
+            raise ValueError("one stored size per page written, each from 1 to the page size")
         # Keep the compressed form only if it is smaller than a page (write_kdump_pages_cyclic()).
-        compressed = sizes < bs
-        dsize = np.where(compressed, sizes, bs)
-        ends = self._data_end + np.cumsum(dsize)
+        compressed = dsize < bs
+        rel_ends = np.cumsum(dsize)
+        ends = self._data_end + rel_ends
         offsets = ends - dsize
 
         n_fit = len(nz)
@@ -848,16 +912,15 @@ class DiskDumpWriter:
             n_fit = int(np.searchsorted(ends, self.limit, side="right"))
         why = "size limit reached"
         cause: OSError | None = None
-        pieces = [outs[k] if compressed[k] else src[k * bs : (k + 1) * bs] for k in range(n_fit)]
         try:
-            n_written = self._write_data(pieces, int(offsets[0]) if n_fit else 0)
+            n_written = self._write_data(pieces, rel_ends, n_fit)
         except _NoSpace as e:
             n_written, cause = e.written, e.cause
             why = cause.strerror or "no space left on device"
         cut = int(nz[n_written]) if n_written < len(nz) else n  # pages [0, cut) are now complete
 
         descs = np.zeros(cut, dtype=PAGE_DESC)
-        if self._pd_zero is not None:
+        if self._pd_zero is not None and zero is not None:
             descs[zero[:cut]] = self._pd_zero
         w = nz[:n_written]
         descs["offset"][w] = offsets[:n_written]
@@ -878,35 +941,42 @@ class DiskDumpWriter:
         if stop:
             self._stop(why, int(p[cut]) if cut < n else None, cause)
 
-    def _write_data(self, pieces: list[bytes | memoryview], offset: int) -> int:
-        """Write pieces back to back from `offset` in coalesced runs; return how many were written.
+    def _write_data(
+        self, pieces: Sequence[bytes | memoryview], rel_ends: npt.NDArray[np.int64], n_fit: int
+    ) -> int:
+        """Write the first `n_fit` stored pages (ending at `rel_ends` from the data end) from `pieces`,
+        one write per piece; return `n_fit`.
 
-        On ENOSPC/EDQUOT, rewrite the failed run piece by piece to learn how many pieces made it,
-        then raise _NoSpace with that count.
+        On ENOSPC/EDQUOT, rewrite the failed piece page by page to learn how many pages made it, then
+        raise _NoSpace with that count.
         """
-        i = 0
-        while i < len(pieces):
-            j, run = i, 0
-            while j < len(pieces) and (run == 0 or run + len(pieces[j]) <= _DATA_RUN):
-                run += len(pieces[j])
-                j += 1
+        total = int(rel_ends[n_fit - 1]) if n_fit else 0
+        pos = 0
+        for piece in pieces:
+            if pos >= total:
+                break
+            view = memoryview(piece).cast("B")
+            chunk = view[: total - pos]
             try:
-                self._write(offset, b"".join(pieces[i:j]))
+                self._write(self._data_end + pos, chunk)
             except OSError as e:
                 if e.errno not in _NOSPACE_ERRNOS:
                     raise
-                k = i
+                k = int(np.searchsorted(rel_ends, pos, side="right"))  # first page of this piece
+                start = pos
                 try:
-                    pos = offset
-                    for k in range(i, j):
-                        self._write(pos, pieces[k])
-                        pos += len(pieces[k])
+                    while k < n_fit and start < pos + len(chunk):
+                        end = int(rel_ends[k])
+                        self._write(self._data_end + start, chunk[start - pos : end - pos])
+                        start = end
+                        k += 1
                 except OSError:
                     raise _NoSpace(k, e) from e
-                raise _NoSpace(j, e) from e
-            offset += run
-            i = j
-        return len(pieces)
+                raise _NoSpace(k, e) from e
+            pos += len(chunk)
+        if pos < total:
+            raise ValueError(f"pieces hold {pos} bytes, the stored sizes add up to {total}")
+        return n_fit
 
     def _write_descs(self, idx: npt.NDArray[np.int64], descs: npt.NDArray[np.void]) -> None:
         """Write descriptors at their table positions, one write per run of consecutive indices."""
@@ -924,6 +994,9 @@ class DiskDumpWriter:
         if self._finished:
             return
         self._finished = True
+        if self._packer is not None:
+            self._packer.close()
+            self._packer = None
         if eraseinfo:
             fits = self.limit is None or self._data_end + len(eraseinfo) <= self.limit
             if self._stopped is None and fits:

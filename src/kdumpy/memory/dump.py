@@ -126,6 +126,13 @@ class Dump(ABC):
     def read_pages(self, start_pfn: int, count: int) -> bytes:
         """The content of `count` pages from `start_pfn`; each must be PRESENT, else a PageError."""
 
+    def read_pages_into(self, start_pfn: int, count: int, out: memoryview) -> None:
+        """Fill `out` (count * page_size bytes) with `count` pages from `start_pfn`.
+
+        For callers that already know the pages are present (the collector, from its bitmap):
+        formats that can read straight into `out` do so without a copy."""
+        out[:] = self.read_pages(start_pfn, count)
+
     def read(self, paddr: int, n: int) -> bytes:
         """`n` bytes of physical memory from `paddr`; a PageError for any page not in the dump."""
         ps = self.page_size
@@ -266,20 +273,30 @@ class ElfDump(Dump):
         bad = np.flatnonzero(states != PageState.PRESENT)
         if len(bad):
             self._raise_for(start_pfn + int(bad[0]), int(states[bad[0]]))
+        out = bytearray(count * ps)
+        self.read_pages_into(start_pfn, count, memoryview(out))
+        return bytes(out)
+
+    def read_pages_into(self, start_pfn: int, count: int, out: memoryview) -> None:
+        # One preadv per PT_LOAD the pages touch, straight into `out`; bytes of a page outside
+        # every segment (a range ending mid-page) read as zeros.
+        ps = self.page_size
         base, end = start_pfn * ps, (start_pfn + count) * ps
-        out = bytearray(end - base)
-        view = memoryview(out)
+        pos = base
         i = max(0, bisect.bisect_right(self._starts, base) - 1)
         for r in self._runs[i:]:
             if r.start >= end:
                 break
-            lo, hi = max(base, r.start), min(end, r.file_avail_end)
-            if (
-                lo < hi
-                and os.preadv(self._fd, [view[lo - base : hi - base]], r.offset + (lo - r.start)) != hi - lo
-            ):
+            lo, hi = max(pos, r.start), min(end, r.file_avail_end)
+            if lo >= hi:
+                continue
+            if lo > pos:
+                out[pos - base : lo - base] = bytes(lo - pos)
+            if os.preadv(self._fd, [out[lo - base : hi - base]], r.offset + (lo - r.start)) != hi - lo:
                 raise CorruptDumpError(f"short read at physical address {lo:#x}")
-        return bytes(out)
+            pos = hi
+        if pos < end:
+            out[pos - base : end - base] = bytes(end - pos)
 
     def read(self, paddr: int, n: int) -> bytes:
         # Small unaligned reads (dmesg, page-table walks) go straight to the file.

@@ -1,0 +1,266 @@
+"""The C compression libraries makedumpfile links, called through ctypes: liblzo2, libz, libzstd, libsnappy.
+
+Each `PageCompressor` compresses a batch of pages with one ctypes call per page, made exactly as
+makedumpfile makes it (`write_kdump_pages_cyclic()`: `lzo1x_1_compress`, `compress2(level 1)`,
+`ZSTD_compressCCtx(level 1)`, `snappy_compress`), so the bytes are the library's, identical to
+makedumpfile's. ctypes releases the GIL for the duration of each call, so compressors on several
+threads run in parallel; the per-page Python around the call is a few operations on integers.
+
+A compressor is private to one thread (lzo's work memory, zstd's context). `load()` opens a library
+by its soname once per process and returns None when it is not installed; `kdumpy.formats.codecs`
+then falls back to the PyPI bindings.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+__all__ = ["LIBRARIES", "PageCompressor", "compressor", "load"]
+
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "lzo": ("liblzo2.so.2", "lzo2"),
+    "zlib": ("libz.so.1", "z"),
+    "zstd": ("libzstd.so.1", "zstd"),
+    "snappy": ("libsnappy.so.1", "snappy"),
+}
+"""Codec name -> (soname tried first, name for ctypes.util.find_library)."""
+
+_loaded: dict[str, ctypes.CDLL | None] = {}
+
+_P = ctypes.c_void_p
+_SZ = ctypes.c_size_t
+
+
+def load(codec: str) -> ctypes.CDLL | None:
+    """The C library of `codec`, or None when it is not installed (looked up once per process)."""
+    if codec not in _loaded:
+        if codec not in LIBRARIES:
+            return None
+        soname, short = LIBRARIES[codec]
+        lib: ctypes.CDLL | None
+        try:
+            lib = ctypes.CDLL(soname)
+        except OSError:
+            # Not under its Debian soname: ask the linker cache (slower: it runs ldconfig).
+            from ctypes.util import find_library
+
+            path = find_library(short)
+            try:
+                lib = ctypes.CDLL(path) if path else None
+            except OSError:
+                lib = None
+        if lib is not None:
+            try:
+                _setup(codec, lib)
+            except (AttributeError, RuntimeError):
+                lib = None  # an unexpected build of the library: use the PyPI binding
+        _loaded[codec] = lib
+    return _loaded[codec]
+
+
+def _setup(codec: str, lib: ctypes.CDLL) -> None:
+    """Declare the prototypes once (a pointer passed as a bare int needs its argtype)."""
+    if codec == "lzo":
+        # lzo_init(): __lzo_init_v2(LZO_VERSION, sizeof(short), sizeof(int), sizeof(long),
+        # sizeof(lzo_uint32_t), sizeof(lzo_uint), lzo_sizeof_dict_t, sizeof(char *), sizeof(lzo_voidp),
+        # sizeof(lzo_callback_t)); the callback struct is six pointer-sized members.
+        lib.lzo_version.restype = ctypes.c_uint
+        ptr = ctypes.sizeof(ctypes.c_void_p)
+        args = (ctypes.sizeof(ctypes.c_short), ctypes.sizeof(ctypes.c_int), ctypes.sizeof(ctypes.c_long),
+                4, ctypes.sizeof(_SZ), ptr, ptr, ptr, 6 * ptr)
+        if lib.__lzo_init_v2(lib.lzo_version(), *args) != 0:
+            raise RuntimeError("lzo_init() failed")
+        fn = lib.lzo1x_1_compress
+        fn.argtypes = [_P, _SZ, _P, _P, _P]
+        fn.restype = ctypes.c_int
+    elif codec == "zlib":
+        lib.compress2.argtypes = [_P, _P, _P, ctypes.c_ulong, ctypes.c_int]
+        lib.compress2.restype = ctypes.c_int
+        lib.compressBound.argtypes = [ctypes.c_ulong]
+        lib.compressBound.restype = ctypes.c_ulong
+        lib.zlibVersion.restype = ctypes.c_char_p
+        lib.deflateInit_.argtypes = [_P, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.deflateInit_.restype = ctypes.c_int
+        for name in ("deflate", "deflateReset", "deflateEnd"):
+            fn = getattr(lib, name)
+            fn.argtypes = [_P, ctypes.c_int] if name == "deflate" else [_P]
+            fn.restype = ctypes.c_int
+    elif codec == "zstd":
+        lib.ZSTD_createCCtx.restype = _P
+        lib.ZSTD_createCCtx.argtypes = []
+        lib.ZSTD_freeCCtx.argtypes = [_P]
+        lib.ZSTD_freeCCtx.restype = _SZ
+        lib.ZSTD_compressCCtx.argtypes = [_P, _P, _SZ, _P, _SZ, ctypes.c_int]
+        lib.ZSTD_compressCCtx.restype = _SZ
+        lib.ZSTD_compressBound.argtypes = [_SZ]
+        lib.ZSTD_compressBound.restype = _SZ
+    elif codec == "snappy":
+        lib.snappy_compress.argtypes = [_P, _SZ, _P, _P]
+        lib.snappy_compress.restype = ctypes.c_int
+        lib.snappy_max_compressed_length.argtypes = [_SZ]
+        lib.snappy_max_compressed_length.restype = _SZ
+
+
+class _ZStream(ctypes.Structure):
+    """struct z_stream_s (zlib.h)."""
+
+    _fields_ = [
+        ("next_in", _P), ("avail_in", ctypes.c_uint), ("total_in", ctypes.c_ulong),
+        ("next_out", _P), ("avail_out", ctypes.c_uint), ("total_out", ctypes.c_ulong),
+        ("msg", _P), ("state", _P), ("zalloc", _P), ("zfree", _P), ("opaque", _P),
+        ("data_type", ctypes.c_int), ("adler", ctypes.c_ulong), ("reserved", ctypes.c_ulong),
+    ]  # fmt: skip
+
+
+_Z_FINISH = 4
+_Z_STREAM_END = 1
+
+
+class PageCompressor:
+    """One thread's compressor for `codec`, over pages of `page_size` bytes."""
+
+    def __init__(self, codec: str, lib: ctypes.CDLL, page_size: int) -> None:
+        self.codec = codec
+        self.page_size = page_size
+        self._lib = lib
+        self._len = _SZ(0)  # lzo_uint / uLongf / size_t out-length, all 64-bit on LP64
+        self._cctx: int | None = None
+        ps = page_size
+        if codec == "lzo":
+            # LZO1X_1_MEM_COMPRESS = 16384 * lzo_sizeof_dict_t (a pointer); worst case from lzo's FAQ.
+            self._wrk = ctypes.create_string_buffer(16384 * ctypes.sizeof(ctypes.c_void_p))
+            self.bound = ps + ps // 16 + 64 + 3
+        elif codec == "zlib":
+            self.bound = int(lib.compressBound(ps))
+            # makedumpfile (since 1.6.7, compress_mdf()): one deflate stream per thread, reset after
+            # each page, rather than compress2()'s allocation per page; the bytes are compress2()'s.
+            self._zs = _ZStream()
+            if lib.deflateInit_(ctypes.byref(self._zs), 1, lib.zlibVersion(), ctypes.sizeof(_ZStream)) != 0:
+                raise MemoryError("deflateInit failed")
+        elif codec == "zstd":
+            cctx = lib.ZSTD_createCCtx()
+            if not cctx:
+                raise MemoryError("ZSTD_createCCtx failed")
+            self._cctx = int(cctx)
+            self.bound = int(lib.ZSTD_compressBound(ps))
+        elif codec == "snappy":
+            self.bound = int(lib.snappy_max_compressed_length(ps))
+        else:
+            raise ValueError(f"no C library for codec {codec!r}")
+        """Most bytes one page may take while it is compressed (the output area must have this much
+        room after the last stored page)."""
+
+    def compress_pages(self, src: int, index: Sequence[int], dst: int) -> list[int]:
+        """Compress the pages at `src + i * page_size` for each i of `index`, storing them back to back
+        from `dst`: the compressed form when smaller than a page, else the page itself (as
+        makedumpfile, also when the library fails). Returns each page's stored size; a size equal to
+        the page size means stored raw. `dst` needs `len(index) * page_size + bound - page_size` bytes.
+        """
+        ps = self.page_size
+        sizes: list[int] = []
+        add = sizes.append
+        move = ctypes.memmove
+        out = self._len
+        out_addr = ctypes.addressof(out)
+        off = dst
+        codec = self.codec
+        if codec == "lzo":
+            fn = self._lib.lzo1x_1_compress
+            wrk = ctypes.addressof(self._wrk)
+            for i in index:
+                page = src + i * ps
+                if fn(page, ps, off, out_addr, wrk) or (n := out.value) >= ps:
+                    move(off, page, ps)
+                    n = ps
+                add(n)
+                off += n
+        elif codec == "zstd":
+            fn = self._lib.ZSTD_compressCCtx
+            cctx, cap = self._cctx, self.bound
+            for i in index:
+                page = src + i * ps
+                n = fn(cctx, off, cap, page, ps, 1)
+                if n >= ps:  # also ZSTD_isError(): error codes are the highest size_t values
+                    move(off, page, ps)
+                    n = ps
+                add(n)
+                off += n
+        elif codec == "zlib":
+            deflate, reset = self._lib.deflate, self._lib.deflateReset
+            zs = self._zs
+            zp = ctypes.addressof(zs)
+            cap = self.bound
+            for i in index:
+                page = src + i * ps
+                zs.next_in = page
+                zs.avail_in = ps
+                zs.next_out = off
+                zs.avail_out = cap
+                rc = deflate(zp, _Z_FINISH)
+                n = zs.total_out
+                reset(zp)
+                if rc != _Z_STREAM_END or n >= ps:
+                    move(off, page, ps)
+                    n = ps
+                add(n)
+                off += n
+        else:
+            fn = self._lib.snappy_compress
+            cap = self.bound
+            for i in index:
+                page = src + i * ps
+                out.value = cap
+                if fn(page, ps, off, out_addr) or (n := out.value) >= ps:
+                    move(off, page, ps)
+                    n = ps
+                add(n)
+                off += n
+        return sizes
+
+    def compress_one(self, page: bytes) -> bytes:
+        """`page` (any length) compressed as makedumpfile calls the library, even when not smaller."""
+        n = len(page)
+        lib = self._lib
+        codec = self.codec
+        if codec == "lzo":
+            cap = n + n // 16 + 64 + 3
+        elif codec == "zlib":
+            cap = int(lib.compressBound(n))
+        elif codec == "zstd":
+            cap = int(lib.ZSTD_compressBound(n))
+        else:
+            cap = int(lib.snappy_max_compressed_length(n))
+        buf = ctypes.create_string_buffer(cap)
+        out = self._len
+        out.value = cap
+        if codec == "lzo":
+            rc = lib.lzo1x_1_compress(page, n, buf, ctypes.byref(out), self._wrk)
+        elif codec == "zlib":
+            rc = lib.compress2(buf, ctypes.byref(out), page, n, 1)
+        elif codec == "snappy":
+            rc = lib.snappy_compress(page, n, buf, ctypes.byref(out))
+        else:
+            out.value = lib.ZSTD_compressCCtx(self._cctx, buf, cap, page, n, 1)
+            rc = int(out.value > cap)
+        if rc:
+            raise RuntimeError(f"{codec}: the library failed to compress ({rc})")
+        return buf.raw[: out.value]
+
+    def close(self) -> None:
+        if self._cctx is not None:
+            self._lib.ZSTD_freeCCtx(self._cctx)
+            self._cctx = None
+        zs: _ZStream | None = getattr(self, "_zs", None)
+        if zs is not None:
+            self._lib.deflateEnd(ctypes.byref(zs))
+            del self._zs
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def compressor(codec: str, page_size: int) -> PageCompressor | None:
+    """A new compressor for `codec` through its C library, or None when the library is missing."""
+    lib = load(codec)
+    return PageCompressor(codec, lib, page_size) if lib is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from kdumpy.collect.pipeline import copy_pages
 from kdumpy.errors import KdumpyError, UnsupportedError, UsageError
 from kdumpy.formats.codecs import get_codec
 from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
@@ -22,7 +23,7 @@ from kdumpy.formats.notes import cpu_notes
 from kdumpy.memory.dump import Dump, ElfDump, KdumpDump, PageState
 from kdumpy.memory.kernel import Kernel
 
-__all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "kdump_writer", "present_runs"]
+__all__ = ["FORMATS", "ConvertResult", "convert", "dump_utsname", "kdump_writer"]
 
 FORMATS = ("elf", "kdump", "flat")
 MAX_BITMAP_BYTES = 4 << 30
@@ -53,17 +54,6 @@ def _state_windows(dump: Dump, start: int, end: int) -> Iterator[tuple[int, npt.
         yield lo, dump.page_states(lo, min(end, lo + _STATE_WINDOW))
 
 
-def present_runs(dump: Dump, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
-    """(first pfn, count) of each run of present pages, split at `_CHUNK_PAGES`."""
-    end = dump.max_pfn if end is None else end
-    for base, states in _state_windows(dump, start, end):
-        present = (states == PageState.PRESENT).astype(np.int8)
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], present, [0]))))
-        for a, b in edges.reshape(-1, 2).tolist():
-            for lo in range(a, b, _CHUNK_PAGES):
-                yield base + lo, min(b, lo + _CHUNK_PAGES) - lo
-
-
 def dump_utsname(dump: Dump) -> Utsname:
     """The crashed kernel's utsname: from the kdump header, else read through the page tables."""
     if isinstance(dump, KdumpDump):
@@ -77,7 +67,10 @@ def dump_utsname(dump: Dump) -> Utsname:
         return Utsname("Linux", "", release, "", "x86_64" if dump.machine != EM_386 else "i686", "")
 
 
-def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+def _bitmaps(
+    dump: Dump, max_mapnr: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Bitmap 1 (RAM), bitmap 2 (dumpable) and the pages actually present (what is copied)."""
     nbytes = -(-max_mapnr // 8)
     if 2 * nbytes > MAX_BITMAP_BYTES:
         raise UnsupportedError(
@@ -87,6 +80,7 @@ def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDA
         )
     b1 = np.zeros(nbytes, dtype=np.uint8)
     b2 = np.zeros(nbytes, dtype=np.uint8)
+    present = np.zeros(nbytes, dtype=np.uint8)
     for base, states in _state_windows(dump, 0, max_mapnr):
         # Windows start on multiples of 8 pfns, so whole bytes can be packed in place.
         lo = base // 8
@@ -96,9 +90,11 @@ def _bitmaps(dump: Dump, max_mapnr: int) -> tuple[npt.NDArray[np.uint8], npt.NDA
         dumpable = np.packbits(
             (states == PageState.PRESENT) | (states == PageState.INCOMPLETE), bitorder="little"
         )
+        have = np.packbits(states == PageState.PRESENT, bitorder="little")
         b1[lo : lo + len(ram)] = ram
         b2[lo : lo + len(dumpable)] = dumpable
-    return b1, b2
+        present[lo : lo + len(have)] = have
+    return b1, b2, present
 
 
 def kdump_writer(
@@ -145,10 +141,11 @@ def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> None:
     writer = kdump_writer(
         dump, sink, codec=codec_name, dump_level=dump_level, max_mapnr=max_mapnr, threads=threads
     )
-    b1, b2 = _bitmaps(dump, max_mapnr)
+    b1, b2, present = _bitmaps(dump, max_mapnr)
     writer.write_bitmaps(b1, b2)
-    for pfn, count in present_runs(dump, 0, max_mapnr):
-        writer.write_pages(np.arange(pfn, pfn + count, dtype=np.uint64), dump.read_pages(pfn, count))
+    # The collector's copy path (batched reads, one zero check, compression into reused buffers);
+    # pages of bitmap 2 that are not present keep no descriptor and read as incomplete.
+    copy_pages(dump, writer, present, 0, max_mapnr, threads=threads)
     writer.finish(incomplete=dump.incomplete)
 
 

@@ -1,6 +1,7 @@
 """Benchmark of `kdumpy dump` against makedumpfile, the codec floor and a plain read.
 
-    .venv/bin/python bench/run.py [VMCORE] [--repeat N] [--quick] [--out-dir DIR] [--src DIR]
+    .venv/bin/python bench/run.py [VMCORE] [--repeat N] [--quick] [--threads 0,1,2] [--cases dump,convert]
+                                  [--convert-threads 1] [--out-dir DIR] [--src DIR]
 
 VMCORE defaults to the lab's largest mixed-workload vmcore (see docs/performance.md for making a
 4 GiB one). Every run is a fresh process; wall time is the best of --repeat runs (the page cache is
@@ -11,6 +12,9 @@ kdumpy with --num-threads 0 (its default: one thread does everything, as makedum
 and 2 (compression threads beside the main thread, which reads and writes); zstd and snappy against
 the codec floor (the same pages compressed by the same library, one thread, in one process, reading
 excluded); an upstream makedumpfile is added when $MAKEDUMPFILE_UPSTREAM names one.
+The convert case (`--cases convert`): `kdumpy convert VMCORE OUT --format kdump --codec lzo|zlib` (no
+filtering, --threads per --convert-threads) against `makedumpfile -d 0 -l|-c` on the same file, and
+`kdumpy dump -d 0` with the same codec beside it (the collector's batch path, for comparison).
 
 Both tools write to --out-dir (default /dev/shm, a tmpfs), so the figures are the tools' own work and
 not the disk's: kdumpy fsyncs its dump before renaming it, makedumpfile does not sync (kdump's scripts
@@ -119,6 +123,33 @@ def _default_vmcore() -> Path:
     return best
 
 
+def _convert_cases(vmcore: Path, ours: Path, theirs: Path, repeat: int, conv_threads: list[int],
+                   dump_threads: list[int]) -> None:
+    """ELF -> kdump without filtering: kdumpy convert (and kdumpy dump -d 0) against makedumpfile -d 0."""
+    header = (f"{'convert (-d 0)':<22}{'threads':>8}{'kdumpy s':>10}{'ref s':>9}{'wall x':>8}{'cpu s':>7}"
+              f"{'ref cpu':>8}{'size x':>8}{'RSS MiB':>9}{'ref RSS':>9}  kdumpy command")
+    print()
+    print(header)
+    print("-" * len(header))
+    for codec in ("lzo", "zlib"):
+        opt = CODEC_OPT[codec]
+        ref = _run(["makedumpfile", opt, "-d", "0", str(vmcore), str(theirs)], theirs, repeat)
+        runs: list[tuple[str, int, Run]] = []
+        for n in conv_threads:
+            runs.append(("convert", n, _run([*KDUMPY, "convert", str(vmcore), str(ours), "--format", "kdump",
+                                              "--codec", codec, "--threads", str(n), "-f"],
+                                             ours, repeat, warm=True)))
+        for n in dump_threads:
+            runs.append(("dump -d 0", n, _run([*KDUMPY, "dump", opt, "-d", "0", "--message-level", "0",
+                                                "--num-threads", str(n), str(vmcore), str(ours)],
+                                               ours, repeat, warm=True)))
+        for name, n, mine in runs:
+            size_x = f"{mine.size / ref.size:8.3f}" if ref.size else f"{'-':>8}"
+            print(f"{codec:<22}{n:>8}{mine.wall:>10.3f}{ref.wall:>9.3f}{mine.wall / ref.wall:>8.2f}"
+                  f"{mine.cpu:>7.2f}{ref.cpu:>8.2f}{size_x}{mine.rss_mib:>9.1f}{ref.rss_mib:>9.1f}  {name}")
+            sys.stdout.flush()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("vmcore", nargs="?", type=Path)
@@ -127,6 +158,10 @@ def main() -> int:
     ap.add_argument("--out-dir", type=Path, default=Path("/dev/shm"), help="where both tools write")
     ap.add_argument("--src", type=Path, help="run the kdumpy of this source tree (its src/ directory)")
     ap.add_argument("--threads", default="0,1,2", help="kdumpy --num-threads values (default 0,1,2)")
+    ap.add_argument("--cases", default="dump,convert",
+                    help="case groups: dump (kdumpy dump), convert (kdumpy convert); default both")
+    ap.add_argument("--convert-threads", default="1",
+                    help="kdumpy convert --threads values (default 1, its default)")
     args = ap.parse_args()
     vmcore = args.vmcore or _default_vmcore()
     upstream = os.environ.get("MAKEDUMPFILE_UPSTREAM")
@@ -144,9 +179,11 @@ def main() -> int:
     print(f"floor: kdumpy start-up (kdumpy --version): {start.wall:.3f} s, {start.rss_mib:.1f} MiB")
     header = (f"{'case':<22}{'threads':>8}{'kdumpy s':>10}{'ref s':>9}{'wall x':>8}{'cpu s':>7}{'ref cpu':>8}"
               f"{'size x':>8}{'RSS MiB':>9}{'ref RSS':>9}  ref")
-    print(header)
-    print("-" * len(header))
-    cases = [(31, "lzo"), (31, "zlib")] if args.quick else [
+    groups = set(args.cases.split(","))
+    if "dump" in groups:
+        print(header)
+        print("-" * len(header))
+    cases = [] if "dump" not in groups else [(31, "lzo"), (31, "zlib")] if args.quick else [
         (31, "lzo"), (31, "zlib"), (1, "lzo"), (1, "zlib"), (31, "zstd"), (31, "snappy"), (1, "zstd"),
         (1, "snappy")]
     with tempfile.TemporaryDirectory(prefix="kdumpy-bench-", dir=args.out_dir) as tmp:
@@ -175,6 +212,9 @@ def main() -> int:
                         print(f"{case}{ref:>9.3f}{mine.wall / ref:>8.2f}{mine.cpu:>7.2f}{'-':>8}{'-':>8}"
                               f"{mine.rss_mib:>9.1f}{'-':>9}  {name}")
                 sys.stdout.flush()
+        if "convert" in groups:
+            _convert_cases(vmcore, ours, theirs, args.repeat,
+                           [int(t) for t in args.convert_threads.split(",")], [0])
     cache.cleanup()
     return 0
 

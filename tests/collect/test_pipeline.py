@@ -12,7 +12,7 @@ from tests.synthetic import PAGE, elf_vmcore, page_pattern
 from kdumpy.cli import main
 from kdumpy.collect.dump import DumpJob, run_dump, split_points
 from kdumpy.collect.levels import describe, parse_levels
-from kdumpy.collect.pipeline import PageReader, dumpable_batches, dumpable_runs
+from kdumpy.collect.pipeline import PageReader, dumpable_batches
 from kdumpy.errors import UsageError
 from kdumpy.memory.dump import PageState, open_dump
 from kdumpy.memory.pages import Category
@@ -34,15 +34,6 @@ def test_levels_parse_and_describe() -> None:
     for bad in ("32", "x", "-1"):
         with pytest.raises(UsageError):
             parse_levels(bad)
-
-
-def test_dumpable_runs_split_and_respect_range() -> None:
-    bits = np.zeros(64, dtype=np.uint8)
-    bits[3:20] = 1
-    bits[40:42] = 1
-    packed = np.packbits(bits, bitorder="little")
-    assert list(dumpable_runs(packed, 0, 64, limit=8)) == [(3, 8), (11, 8), (19, 1), (40, 2)]
-    assert list(dumpable_runs(packed, 10, 41)) == [(10, 10), (40, 1)]
 
 
 @pytest.mark.parametrize("codec", ["none", "zlib", "lzo", "zstd"])

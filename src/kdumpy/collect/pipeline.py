@@ -36,13 +36,11 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_PAGES",
     "CYCLE_PFNS",
-    "RUN_PAGES",
     "CopyResult",
     "FilterResult",
     "PageReader",
     "copy_pages",
     "dumpable_batches",
-    "dumpable_runs",
     "filter_pages",
     "masked_view",
     "original_pages",
@@ -52,8 +50,6 @@ __all__ = [
 
 CYCLE_PFNS = 1 << 16
 """pfns classified at a time: 4 MiB of struct pages (64 bytes each)."""
-RUN_PAGES = 1024
-"""Longest run `dumpable_runs` yields."""
 BATCH_PAGES = 1024
 """Pages read, checked, compressed and written at once (4 MiB of 4 KiB pages): large enough that the
 per-batch work (a few numpy calls, one write of data, one of descriptors) is small beside the pages'."""
@@ -143,21 +139,20 @@ def _memmap(
     return memmap
 
 
-def dumpable_runs(
-    bitmap2: npt.NDArray[np.uint8], start: int, end: int, limit: int = RUN_PAGES
-) -> Iterator[tuple[int, int]]:
-    """(first pfn, count) of each run of set bits of `bitmap2` in [start, end), split at `limit`."""
-    window = CYCLE_PFNS  # one cycle of bits at a time: memory stays flat whatever the dump size
+def _bit_windows(
+    bitmap2: npt.NDArray[np.uint8], start: int, end: int
+) -> Iterator[tuple[int, npt.NDArray[np.uint8]]]:
+    """(first pfn, one bit per pfn) of [start, end) one cycle at a time, bits before `start` cleared.
+
+    One cycle, not more: at -d 0/-d 1 nearly every pfn is set, and a larger window's arrays grew
+    peak RSS with the dump size (+14 MiB from 1 to 5 GiB with 8 cycles)."""
     lo = start - start % 8
     while lo < end:
-        hi = min(end, lo + window)
+        hi = min(end, lo + CYCLE_PFNS)
         bits = np.unpackbits(bitmap2[lo // 8 : -(-hi // 8)], bitorder="little")[: hi - lo]
         if lo < start:
             bits[: start - lo] = 0
-        edges = np.flatnonzero(np.diff(bits.astype(np.int8), prepend=0, append=0))
-        for a, b in edges.reshape(-1, 2).tolist():
-            for p in range(a, b, limit):
-                yield lo + p, min(b, p + limit) - p
+        yield lo, bits
         lo = hi
 
 
@@ -170,16 +165,8 @@ def dumpable_batches(
     bitmap2: npt.NDArray[np.uint8], start: int, end: int, limit: int = BATCH_PAGES
 ) -> Iterator[npt.NDArray[np.int64]]:
     """The pfns set in `bitmap2` within [start, end), ascending, in arrays of `limit` (the last shorter)."""
-    # One cycle at a time: at -d 0/-d 1 nearly every pfn is set, and a larger window's int64 pfn
-    # arrays grew peak RSS with the dump size (+14 MiB from 1 to 5 GiB with 8 cycles).
-    window = CYCLE_PFNS
     carry = np.empty(0, dtype=np.int64)
-    lo = start - start % 8
-    while lo < end:
-        hi = min(end, lo + window)
-        bits = np.unpackbits(bitmap2[lo // 8 : -(-hi // 8)], bitorder="little")[: hi - lo]
-        if lo < start:
-            bits[: start - lo] = 0
+    for lo, bits in _bit_windows(bitmap2, start, end):
         pfns = np.flatnonzero(bits) + lo
         if len(carry):
             pfns = np.concatenate((carry, pfns))
@@ -187,7 +174,6 @@ def dumpable_batches(
         for a in range(0, full, limit):
             yield pfns[a : a + limit]
         carry = pfns[full:]
-        lo = hi
     if len(carry):
         yield carry
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from kdumpy.errors import LabError
 from kdumpy.lab import assets, initramfs
 from kdumpy.lab.cache import cache_dir, locked
+from kdumpy.lab.plan import write_plan
 from kdumpy.lab.qemu import MARKER, Guest, Running
 from kdumpy.lab.scenario import choose_accel, guest_python
 
@@ -115,7 +116,6 @@ def run(
         trigger = f'{first}; echo "{MARKER}script done rc=$?"; sync; poweroff -f'
     plan = {
         "LAB_MODE": "crash",
-        "LAB_OUT_HOST": str(out_dir),
         "LAB_SYSCTLS": "",
         "LAB_DISK": "",
         "LAB_ARM": fill(arm),
@@ -124,7 +124,7 @@ def run(
         "LAB_TRIGGER_CMD": trigger,
         "LAB_CAPTURE_CMD": fill(capture_script) if capture_script else "true",
     }
-    (out_dir / "plan.sh").write_text("".join(f"{key}={shlex.quote(v)}\n" for key, v in plan.items()))
+    write_plan(out_dir, plan)
     cmdline = "console=ttyS0 panic=1 quiet loglevel=4 lab.role=first"
     if crashkernel is not None:
         cmdline += f" crashkernel={crashkernel}"

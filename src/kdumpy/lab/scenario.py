@@ -24,6 +24,7 @@ from kdumpy.lab import assets, initramfs
 from kdumpy.lab.cache import digest, locked
 from kdumpy.lab.disk import data_disk
 from kdumpy.lab.module import crash_module
+from kdumpy.lab.plan import write_plan
 from kdumpy.lab.qemu import MARKER, Guest, Running, kvm_usable
 from kdumpy.lab.qmp import Qmp
 
@@ -172,7 +173,7 @@ def _accel_probe(k: assets.Kernel, initrd: Path, cache: Path) -> bool:
     """Whether a stock kernel really boots under KVM: reach /init within a bound."""
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         out = Path(tmp)
-        (out / "plan.sh").write_text(f"LAB_MODE=probe\nLAB_OUT_HOST={shlex.quote(str(out))}\n")
+        write_plan(out, {"LAB_MODE": "probe"})
         guest = Guest(k.vmlinuz, initrd, "console=ttyS0 panic=1 quiet", out, ram="512M", accel="kvm")
         with locked(cache / "locks" / "qemu"), Running(guest, out / "console.log") as run:
             try:
@@ -201,10 +202,6 @@ def choose_accel(requested: str, k: assets.Kernel, initrd: Path, cache: Path) ->
         verdicts[key] = "kvm" if _accel_probe(k, initrd, cache) else "tcg"
         verdict_file.write_text(json.dumps(verdicts) + "\n")
     return verdicts[key]
-
-
-def _plan(values: dict[str, str]) -> str:
-    return "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
 
 
 def run_crash(
@@ -267,22 +264,20 @@ def run_crash(
     capture_cmd = ""
     if sc.capture_cmd:
         capture_cmd = sc.capture_cmd.format(out=shlex.quote(str(out_dir)), python=shlex.quote(python))
-    (out_dir / "plan.sh").write_text(
-        _plan(
-            {
-                "LAB_MODE": "crash",
-                "LAB_OUT_HOST": str(out_dir),
-                "LAB_SYSCTLS": " ".join(trigger.sysctls),
-                "LAB_DISK": "1" if disk else "",
-                "LAB_ARM": shlex.join(kexec),
-                "LAB_WORKLOAD_CMD": workload_cmd,
-                "LAB_TRIGGER": sc.trigger,
-                "LAB_TRIGGER_CMD": trigger.command.format(
-                    module=module, python=shlex.quote(python), workload=shlex.quote(str(WORKLOAD_SCRIPT))
-                ),
-                "LAB_CAPTURE_CMD": capture_cmd,
-            }
-        )
+    write_plan(
+        out_dir,
+        {
+            "LAB_MODE": "crash",
+            "LAB_SYSCTLS": " ".join(trigger.sysctls),
+            "LAB_DISK": "1" if disk else "",
+            "LAB_ARM": shlex.join(kexec),
+            "LAB_WORKLOAD_CMD": workload_cmd,
+            "LAB_TRIGGER": sc.trigger,
+            "LAB_TRIGGER_CMD": trigger.command.format(
+                module=module, python=shlex.quote(python), workload=shlex.quote(str(WORKLOAD_SCRIPT))
+            ),
+            "LAB_CAPTURE_CMD": capture_cmd,
+        },
     )
     cmdline = f"console=ttyS0 crashkernel={sc.crashkernel} panic=1 quiet loglevel=4 lab.role=first"
     console = out_dir / "console.log"

@@ -20,6 +20,7 @@ from kdumpy.errors import LabError, UsageError
 from kdumpy.lab import assets, initramfs
 from kdumpy.lab.cache import locked
 from kdumpy.lab.disk import data_disk
+from kdumpy.lab.plan import write_plan
 from kdumpy.lab.qemu import MARKER, Guest, Running
 from kdumpy.lab.qmp import Qmp
 from kdumpy.lab.scenario import WORKLOAD_SCRIPT, choose_accel, guest_python
@@ -82,14 +83,13 @@ def snapshot(
             )
         values = {
             "LAB_MODE": "idle",
-            "LAB_OUT_HOST": str(work),
             "LAB_SYSCTLS": "",
             "LAB_DISK": "1" if disk else "",
             "LAB_ARM": "",
             "LAB_WORKLOAD_CMD": workload_cmd,
             "LAB_CAPTURE_CMD": "",
         }
-        (work / "plan.sh").write_text("".join(f"{k_}={shlex.quote(v)}\n" for k_, v in values.items()))
+        write_plan(work, values)
         guest = Guest(
             k.vmlinuz,
             initrd,

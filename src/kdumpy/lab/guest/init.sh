@@ -41,8 +41,20 @@ ninep hostroot /hostroot ",ro" || fail "cannot mount the host root"
 mount -t proc proc /hostroot/proc
 mount -t sysfs sysfs /hostroot/sys
 mount -t devtmpfs devtmpfs /hostroot/dev
+# Project paths under /tmp or /run (a clone in /tmp) would vanish under the guest's tmpfs: hold
+# them aside, then put them back at their host paths.
+n=0
+for p in $LAB_KEEP; do
+	n=$((n + 1))
+	mkdir -p "/keep/$n" && mount -o bind "/hostroot$p" "/keep/$n" || fail "cannot hold $p"
+done
 mount -t tmpfs tmpfs /hostroot/tmp
 mount -t tmpfs tmpfs /hostroot/run
+n=0
+for p in $LAB_KEEP; do
+	n=$((n + 1))
+	mkdir -p "/hostroot$p" && mount -o bind "/keep/$n" "/hostroot$p" || fail "cannot keep $p"
+done
 # The out share appears in the host root at its host path, so host commands can name it (a path
 # under /tmp or /run lies on the guest's tmpfs and must be made first).
 mkdir -p "/hostroot$LAB_OUT_HOST" 2>/dev/null

@@ -73,6 +73,9 @@ def demo(
         f"with {trigger}; the capture kernel runs `kdumpy dump -l -d 31`"
     )
     sc = Scenario(kernel=kernel, trigger=trigger, crashkernel=CRASHKERNEL, capture_cmd=CAPTURE)
+    # A second demo in the same directory starts clean (kdumpy dump refuses to overwrite a dump).
+    for old in ("dump.kdump", "dump.kdump-incomplete", "dmesg.txt", "report.txt"):
+        (out_dir / old).unlink(missing_ok=True)
     result = run_crash(
         sc, out_dir, cache, accel=accel, timeout=timeout, progress=lambda m: step("  guest " + m)
     )

@@ -275,24 +275,19 @@ def _mem_usage(files: list[str], messages: object) -> int:
 
 
 def _dmesg(files: list[str], force: bool) -> int:
-    import importlib
+    import argparse
+    import os
 
-    from kdumpy.errors import UnsupportedError
+    from kdumpy.cli.analyze import run_dmesg
+    from kdumpy.errors import UsageError
 
     if len(files) != 2:
         raise _BadArgs("--dump-dmesg takes VMCORE and LOGFILE")
-    try:
-        dmesg = importlib.import_module("kdumpy.analyze.dmesg")
-    except ImportError:
-        raise UnsupportedError("--dump-dmesg is not available yet in kdumpy (use kdumpy analyze)") from None
-    fn = getattr(dmesg, "write_dmesg", None) or getattr(dmesg, "dump_dmesg", None)
-    if fn is None:
-        raise UnsupportedError("--dump-dmesg is not available yet in kdumpy (no dmesg writer)")
-    from kdumpy.memory.dump import open_dump
-
-    with open_dump(files[0]) as dump:
-        fn(dump, files[1])
-    return 0
+    vmcore, logfile = files
+    if os.path.exists(logfile) and not force:
+        raise UsageError(f"{logfile} exists; use -f to overwrite it")
+    # The same text as `kdumpy dmesg` (makedumpfile --dump-dmesg's, byte for byte).
+    return run_dmesg(argparse.Namespace(dumps=[vmcore], json=False, caller_id=False, output=logfile))
 
 
 def _rebuild(files: list[str], force: bool) -> int:

@@ -240,6 +240,24 @@ def _crashkernel(args: argparse.Namespace) -> int:
 # --- load / unload / status ---------------------------------------------------------------------
 
 
+def _capture_files(
+    args: argparse.Namespace, root: Root, cfg: Config, release: str
+) -> tuple[Path, Path | None]:
+    """The capture kernel and initrd: the command line's, else [capture] in the config, else the
+    running kernel's. An empty initrd in the config, or --no-initrd, means none."""
+    from kdumpy.arm import kexec
+
+    dk, di = kexec.default_paths(root, release)
+    kernel = Path(args.kernel or cfg.capture.kernel or dk)
+    if getattr(args, "no_initrd", False):
+        return kernel, None
+    if args.initrd:
+        return kernel, Path(args.initrd)
+    if cfg.capture.initrd is not None:
+        return kernel, Path(cfg.capture.initrd) if cfg.capture.initrd else None
+    return kernel, di
+
+
 def _load(args: argparse.Namespace) -> int:
     from kdumpy.arm import crashkernel as ck
     from kdumpy.arm import kexec
@@ -247,16 +265,7 @@ def _load(args: argparse.Namespace) -> int:
     root = _root(args)
     cfg = _config(root)
     release = root.release()
-    dk, di = kexec.default_paths(root, release)
-    kernel = Path(args.kernel or cfg.capture.kernel or dk)
-    if args.no_initrd:
-        initrd: Path | None = None
-    elif args.initrd:
-        initrd = Path(args.initrd)
-    elif cfg.capture.initrd is not None:
-        initrd = Path(cfg.capture.initrd) if cfg.capture.initrd else None
-    else:
-        initrd = di
+    kernel, initrd = _capture_files(args, root, cfg, release)
     running = (root.read("/proc/cmdline") or "").strip()
     cmdline = kexec.capture_cmdline(
         running,
@@ -341,19 +350,12 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from kdumpy.arm import checks, kexec
+    from kdumpy.arm import checks
 
     root = _root(args)
     cfg = _config(root)
     release = root.release()
-    dk, di = kexec.default_paths(root, release)
-    kernel = Path(args.kernel or cfg.capture.kernel or dk)
-    if args.initrd:
-        initrd: Path | None = Path(args.initrd)
-    elif cfg.capture.initrd is not None:
-        initrd = Path(cfg.capture.initrd) if cfg.capture.initrd else None
-    else:
-        initrd = di
+    kernel, initrd = _capture_files(args, root, cfg, release)
     results = checks.run(
         root, release=release, kernel=kernel, initrd=initrd, target=args.target, config=args.config
     )

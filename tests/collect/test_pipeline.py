@@ -12,7 +12,7 @@ from tests.synthetic import PAGE, elf_vmcore, page_pattern
 from kdumpy.cli import main
 from kdumpy.collect.dump import DumpJob, run_dump, split_points
 from kdumpy.collect.levels import describe, parse_levels
-from kdumpy.collect.pipeline import PageReader, dumpable_batches
+from kdumpy.collect.pipeline import PageReader, dumpable_batches, masked_view
 from kdumpy.errors import UsageError
 from kdumpy.memory.dump import PageState, open_dump
 from kdumpy.memory.pages import Category
@@ -162,3 +162,17 @@ def test_cli_size_limit_marks_the_dump_incomplete(vmcore: Path, tmp_path: Path) 
 def test_cli_mem_usage_needs_struct_pages(vmcore: Path) -> None:
     # The synthetic vmcore has no mem_section: --mem-usage (a -d 31 pass) fails cleanly.
     assert main(["dump", "--mem-usage", str(vmcore)]) == 1
+
+
+def test_masked_view_reports_and_counts_only_the_mask(tmp_path: Path) -> None:
+    # The ELF writer behind -E counts what the view says is present: the counts must follow the mask.
+    p = elf_vmcore(tmp_path / "vmcore", [(0x100000, 0x10000, 0x10000)])
+    with open_dump(p) as dump:
+        mask = np.zeros((dump.max_pfn + 7) // 8, dtype=np.uint8)
+        mask[0x100 // 8] = 0b101  # pfns 0x100 and 0x102
+        view = masked_view(dump, mask)
+        states = view.page_states(0x100, 0x110)
+        assert np.flatnonzero(states == PageState.PRESENT).tolist() == [0, 2]
+        assert view.page_counts()[PageState.PRESENT] == 2
+        assert view.page_counts()[PageState.EXCLUDED] == 14
+        assert dump.page_counts()[PageState.PRESENT] == 16

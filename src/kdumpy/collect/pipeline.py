@@ -14,6 +14,7 @@ buffer of pages and one output area.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -321,4 +322,7 @@ def masked_view(dump: Dump, bitmap2: npt.NDArray[np.uint8]) -> Dump:
         return states
 
     setattr(view, "page_states", page_states)  # noqa: B010 - shadows the method on this instance only
+    # Counts must come from the masked states too: a format's own shortcut (ElfDump counts from its
+    # segments) would report the unmasked pages.
+    setattr(view, "page_counts", functools.partial(Dump.page_counts, view))  # noqa: B010
     return view

@@ -9,8 +9,6 @@ APT_PACKAGES=(
   qemu-system-x86 busybox-static kexec-tools cpio kmod xz-utils zstd e2fsprogs socat
   # lab: the test module for the oops/bug/warn/softlockup triggers is built against these
   linux-headers-amd64 linux-headers-6.12-amd64 make
-  # lab: kexec-tools rebuilt from its Debian source for the ELF32 scenario (lab/kexec_tools.py)
-  dpkg-dev
   # foreign tools our files are checked against
   makedumpfile crash
   # the C compression libraries the collector calls through ctypes (formats/clib.py), as makedumpfile
@@ -40,7 +38,9 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.kdumpy-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Reinstall when the project's metadata or its C helper changed (the editable install builds it).
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ src/kdumpy/_pack.c -nt "$stamp" ] \
+   || ! ls src/kdumpy/_pack.*.so >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"

@@ -27,6 +27,7 @@ def sample_pages() -> list[bytes]:
         (b"kernel text and some page cache " * 200)[:PAGE],
         bytes(rng.integers(0, 3, PAGE, dtype=np.uint8)),
         bytes(range(256)) * (PAGE // 256),
+        bytes(PAGE - 1) + b"\x01",  # zero but for its last byte: not the shared zero page's bytes
     ]
 
 
@@ -191,18 +192,24 @@ def _pages_array(pages: list[bytes]) -> np.ndarray:  # type: ignore[type-arg]
     return np.frombuffer(b"".join(pages), dtype=np.uint8).reshape(len(pages), PAGE).copy()
 
 
-# "none" has no C library to take away.
+# Backends: the C helper over the C library (one call a batch), the C library alone (one ctypes call
+# a page), the PyPI binding. "none" has no library to take away.
 _PACKER_CASES = [
-    (n, c) for n in ("zlib", "lzo", "snappy", "zstd", "none") for c in (True, False) if c or n != "none"
-]
+    (n, b) for n in ("zlib", "lzo", "snappy", "zstd", "none") for b in ("helper", "ctypes", "pypi")
+    if n != "none" or b == "helper"
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("name", "clib_present"), _PACKER_CASES)
+@pytest.mark.parametrize(("name", "backend"), _PACKER_CASES)
 @pytest.mark.parametrize("threads", [0, 1, 3])
 def test_packer_stores_each_page_as_makedumpfile_whatever_the_threads(
-    name: str, threads: int, clib_present: bool, monkeypatch: pytest.MonkeyPatch
+    name: str, threads: int, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not clib_present:
+    if backend == "helper" and clib.helper() is None:
+        pytest.fail("the C helper kdumpy/_pack.c was not built (tools/setup.sh builds it)")
+    if backend != "helper":
+        monkeypatch.setattr(clib, "_helper", [None])
+    if backend == "pypi":
         monkeypatch.setitem(clib._loaded, name, None)
     codec = type(CODECS[name])()
     pages = sample_pages() * 40

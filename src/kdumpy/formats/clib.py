@@ -1,10 +1,11 @@
 """The C compression libraries makedumpfile links, called through ctypes: liblzo2, libz, libzstd, libsnappy.
 
-Each `PageCompressor` compresses a batch of pages with one ctypes call per page, made exactly as
-makedumpfile makes it (`write_kdump_pages_cyclic()`: `lzo1x_1_compress`, `compress2(level 1)`,
-`ZSTD_compressCCtx(level 1)`, `snappy_compress`), so the bytes are the library's, identical to
-makedumpfile's. ctypes releases the GIL for the duration of each call, so compressors on several
-threads run in parallel; the per-page Python around the call is a few operations on integers.
+Each `PageCompressor` compresses a batch of pages, each page by the call makedumpfile makes
+(`write_kdump_pages_cyclic()`: `lzo1x_1_compress`, `compress2(level 1)`, `ZSTD_compressCCtx(level 1)`,
+`snappy_compress`), so the bytes are the library's, identical to makedumpfile's. The whole batch is
+one call into kdumpy's C helper (`kdumpy/_pack.c`, built at install, given the libraries' function
+addresses), during which ctypes releases the GIL: no Python per page, and compressors on several
+threads run in parallel. Where the helper was not built, one ctypes call per page does the same.
 
 A compressor is private to one thread (lzo's work memory, zstd's context). `load()` opens a library
 by its soname once per process and returns None when it is not installed; `kdumpy.formats.codecs`
@@ -14,9 +15,10 @@ then falls back to the PyPI bindings.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-__all__ = ["LIBRARIES", "PageCompressor", "compressor", "load"]
+__all__ = ["LIBRARIES", "PageCompressor", "compressor", "helper", "load", "pack_by_page"]
 
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "lzo": ("liblzo2.so.2", "lzo2"),
@@ -27,6 +29,7 @@ LIBRARIES: dict[str, tuple[str, ...]] = {
 """Codec name -> (soname tried first, name for ctypes.util.find_library)."""
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
+_helper: list[ctypes.CDLL | None] = []
 
 _P = ctypes.c_void_p
 _SZ = ctypes.c_size_t
@@ -57,6 +60,45 @@ def load(codec: str) -> ctypes.CDLL | None:
                 lib = None  # an unexpected build of the library: use the PyPI binding
         _loaded[codec] = lib
     return _loaded[codec]
+
+
+def helper() -> ctypes.CDLL | None:
+    """kdumpy's batch compressor (`kdumpy/_pack.c`), or None when it was not built."""
+    if not _helper:
+        import importlib.machinery
+        from pathlib import Path
+
+        here = Path(__file__).resolve().parent.parent
+        lib: ctypes.CDLL | None = None
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = here / f"_pack{suffix}"
+            if path.exists():
+                try:
+                    lib = ctypes.CDLL(str(path))
+                    lib.kdumpy_pack.argtypes = [_P, _P, _P, ctypes.c_int64, _P, _P]
+                    lib.kdumpy_pack.restype = ctypes.c_int64
+                except (OSError, AttributeError):
+                    lib = None
+                break
+        _helper.append(lib)
+    return _helper[0]
+
+
+class _Packer(ctypes.Structure):
+    """struct kdumpy_packer of kdumpy/_pack.c."""
+
+    _fields_ = [
+        ("codec", ctypes.c_int64), ("page_size", ctypes.c_int64), ("bound", ctypes.c_int64),
+        ("compress", _P), ("reset", _P), ("state", _P), ("zero_out", _P), ("zero_len", ctypes.c_int64),
+    ]  # fmt: skip
+
+
+_HELPER_CODEC = {"lzo": 1, "zlib": 2, "zstd": 3, "snappy": 4}
+
+
+def _address(fn: Any) -> int | None:
+    """A library function's address, for the helper to call."""
+    return ctypes.cast(fn, _P).value
 
 
 def _setup(codec: str, lib: ctypes.CDLL) -> None:
@@ -150,6 +192,30 @@ class PageCompressor:
             raise ValueError(f"no C library for codec {codec!r}")
         """Most bytes one page may take while it is compressed (the output area must have this much
         room after the last stored page)."""
+        self._helper = helper()
+        if self._helper is not None:
+            pk = self._packer = _Packer()
+            pk.codec, pk.page_size, pk.bound = _HELPER_CODEC[codec], ps, self.bound
+            if codec == "lzo":
+                pk.compress, pk.state = _address(lib.lzo1x_1_compress), ctypes.addressof(self._wrk)
+            elif codec == "zlib":
+                pk.compress, pk.state = _address(lib.deflate), ctypes.addressof(self._zs)
+                pk.reset = _address(lib.deflateReset)
+            elif codec == "zstd":
+                pk.compress, pk.state = _address(lib.ZSTD_compressCCtx), self._cctx
+            else:
+                pk.compress = _address(lib.snappy_compress)
+            self._zero = ctypes.create_string_buffer(self.bound)
+            pk.zero_out = ctypes.addressof(self._zero)
+
+    def pack(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
+        """Store `count` pages as `compress_pages` does, from raw addresses: the pages at `src`
+        (those of the int64 array at `index`, or the first `count`), each page's stored size into
+        the int64 array at `sizes`. Returns the bytes stored. One call without the GIL when the C
+        helper is built; else one ctypes call a page."""
+        if self._helper is not None:
+            return int(self._helper.kdumpy_pack(ctypes.byref(self._packer), src, index, count, dst, sizes))
+        return pack_by_page(self.compress_pages, src, index, count, dst, sizes)
 
     def compress_pages(self, src: int, index: Sequence[int], dst: int) -> list[int]:
         """Compress the pages at `src + i * page_size` for each i of `index`, storing them back to back
@@ -258,6 +324,19 @@ class PageCompressor:
 
     def __del__(self) -> None:
         self.close()
+
+
+def pack_by_page(
+    compress_pages: Callable[[int, Sequence[int], int], list[int]],
+    src: int, index: int | None, count: int, dst: int, sizes: int,
+) -> int:  # fmt: skip
+    """`PageCompressor.pack()` through a one-page-at-a-time `compress_pages`."""
+    idx: Sequence[int] = range(count) if index is None else (ctypes.c_int64 * count).from_address(index)[:]
+    got = compress_pages(src, idx, dst)
+    out = (ctypes.c_int64 * count).from_address(sizes)
+    for i, n in enumerate(got):
+        out[i] = n
+    return sum(got)
 
 
 def compressor(codec: str, page_size: int) -> PageCompressor | None:

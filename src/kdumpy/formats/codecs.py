@@ -18,7 +18,6 @@ back in a reused output area, optionally spread over a long-lived pool of thread
 from __future__ import annotations
 
 import ctypes
-import itertools
 import threading
 import zlib
 from collections.abc import Callable, Sequence
@@ -61,10 +60,11 @@ FLAG_MASK = (
 # executor, small enough to balance the load.
 _CHUNK_PAGES = 256
 _MIN_TASK_PAGES = 32  # a Packer batch is split over its threads only in tasks at least this big
-# Codecs a Packer compresses on a thread pool. A thread re-takes the GIL after every page's library
-# call, and a thread that does so every microsecond or two starves the others (the GIL convoy): with
-# lzo (about 1 us a page), snappy and zstd (2-3 us) two threads and the reading thread were measured
-# no faster than one thread, a few percent slower. zlib's 20-40 us per page leaves room to scale.
+# Codecs a Packer compresses on a thread pool when the C helper is missing (one ctypes call a page). A
+# thread re-takes the GIL after every page's library call, and a thread that does so every microsecond
+# or two starves the others (the GIL convoy): with lzo (about 1 us a page), snappy and zstd (2-3 us)
+# two threads and the reading thread were measured no faster than one thread, a few percent slower.
+# zlib's 20-40 us per page leaves room to scale. With the helper a whole task runs without the GIL.
 _POOL_CODECS = frozenset({"zlib"})
 
 
@@ -100,6 +100,10 @@ class _PyCompressor:
             sizes.append(n)
             off += n
         return sizes
+
+    def pack(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
+        """`clib.PageCompressor.pack()` over this binding."""
+        return clib.pack_by_page(self.compress_pages, src, index, count, dst, sizes)
 
     def compress_one(self, page: bytes) -> bytes:
         return self._fn(page)
@@ -332,9 +336,10 @@ class Packer:
 
     A batch is one contiguous array of pages (n x page_size, C order); the pages to compress are
     given by index (the others, zero pages, are not stored). Each task compresses a contiguous
-    share of the batch into its own region of one output area with one library call per page and
-    no per-page objects. With `threads == 0` the caller's thread compresses; with `threads >= 1` a
-    long-lived pool does (zlib only, see `_POOL_CODECS`), and `submit()` returns at once so the
+    share of the batch into its own region of one output area, in one call to the C helper (else one
+    library call per page), with no per-page objects. With `threads == 0` the caller's thread
+    compresses; with `threads >= 1` a long-lived pool does (without the helper, zlib only: see
+    `_POOL_CODECS`), and `submit()` returns at once so the
     caller can read the next batch meanwhile. Each page is compressed on its own: the output is the
     same whatever the thread count.
     """
@@ -343,7 +348,7 @@ class Packer:
         codec.check()
         self.codec = codec
         self.page_size = page_size
-        if codec.name not in _POOL_CODECS:
+        if codec.name not in _POOL_CODECS and clib.helper() is None:
             threads = 0
         self.threads = threads
         """Threads compressing (0: the caller's thread); see `_POOL_CODECS`."""
@@ -370,22 +375,28 @@ class Packer:
             flat = pages.reshape(-1) if m == n_all else pages[index].reshape(-1)
             done = Packed(np.full(m, ps, dtype=np.int64), [flat.data] if m else [])
             return lambda: done
-        idx: list[int] = list(range(n_all)) if index is None else index.tolist()
+        idx = None if index is None else np.ascontiguousarray(index, dtype=np.int64)
         k = max(1, min(self.threads, m // _MIN_TASK_PAGES))
         area = self._area(m * ps + k * self._slack)
-        src, dst = pages.ctypes.data, area.ctypes.data
+        sizes = np.empty(m, dtype=np.int64)
         bounds = [(m * j // k, m * (j + 1) // k) for j in range(k)]
         regions = [a * ps + j * self._slack for j, (a, _) in enumerate(bounds)]
-        tasks = [(idx[a:b], dst + r) for (a, b), r in zip(bounds, regions, strict=True)]
+        src, dst, sz = pages.ctypes.data, area.ctypes.data, sizes.ctypes.data
+        ix = None if idx is None else idx.ctypes.data
+        tasks = [
+            (src, ix + 8 * a, b - a, dst + r, sz + 8 * a) if ix is not None
+            else (src + a * ps, None, b - a, dst + r, sz + 8 * a)
+            for (a, b), r in zip(bounds, regions, strict=True)
+        ]
         if self._pool is None:
             comp = self.codec.compressor(ps)
-            done = self._packed([comp.compress_pages(src, i, d) for i, d in tasks], regions, area, m)
+            done = self._packed([comp.pack(*t) for t in tasks], regions, area, sizes)
             return lambda: done
-        futures: list[Future[list[int]]] = [self._pool.submit(self._task, src, i, d) for i, d in tasks]
+        futures: list[Future[int]] = [self._pool.submit(self._task, *t) for t in tasks]
 
         def wait() -> Packed:
-            _ = pages  # kept alive until the pages are compressed
-            return self._packed([f.result() for f in futures], regions, area, m)
+            _ = (pages, idx)  # kept alive until the pages are compressed
+            return self._packed([f.result() for f in futures], regions, area, sizes)
 
         return wait
 
@@ -406,8 +417,8 @@ class Packer:
             self._pool = None
         self._free.clear()
 
-    def _task(self, src: int, index: list[int], dst: int) -> list[int]:
-        return self.codec.compressor(self.page_size).compress_pages(src, index, dst)
+    def _task(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
+        return self.codec.compressor(self.page_size).pack(src, index, count, dst, sizes)
 
     def _area(self, nbytes: int) -> npt.NDArray[np.uint8]:
         import numpy as np
@@ -418,10 +429,9 @@ class Packer:
         return np.empty(nbytes, dtype=np.uint8)
 
     @staticmethod
-    def _packed(parts: list[list[int]], regions: list[int], area: npt.NDArray[np.uint8], m: int) -> Packed:
-        import numpy as np
-
-        sizes = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.int64, count=m)
+    def _packed(
+        stored: list[int], regions: list[int], area: npt.NDArray[np.uint8], sizes: npt.NDArray[np.int64]
+    ) -> Packed:
         view = area.data
-        pieces = [view[r : r + sum(p)] for p, r in zip(parts, regions, strict=True) if p]
+        pieces = [view[r : r + n] for n, r in zip(stored, regions, strict=True) if n]
         return Packed(sizes, pieces, area)

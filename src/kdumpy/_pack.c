@@ -7,8 +7,10 @@
  * compressed by exactly the call makedumpfile makes (write_kdump_pages_cyclic()), so the bytes are
  * the library's and equal makedumpfile's.
  *
- * An all-zero page compresses to the same bytes every time (the calls are deterministic), so the
- * first one's result is kept and copied for the others: a dump without -d 1 is mostly such pages.
+ * Zero pages are found here too, on the compressing threads: with -d 1 they are left out (the
+ * writer stores them as the shared zero page); without, an all-zero page compresses to the same
+ * bytes every time (the calls are deterministic), so the first one's result is kept and copied for
+ * the others (a dump without -d 1 is mostly such pages).
  *
  * Loaded with ctypes, not imported: it has no Python module init and needs no Python headers.
  */
@@ -121,11 +123,12 @@ static size_t store_one(const struct kdumpy_packer *pk, const uint8_t *page, uin
 
 /*
  * Store the pages src + index[i] * page_size (i < count; index NULL means 0..count-1) back to back
- * from dst, each page's stored size in sizes[i]. dst needs count * page_size + bound - page_size
- * bytes. Returns the bytes stored.
+ * from dst, each page's stored size in sizes[i]. With exclude_zero, an all-zero page is not stored
+ * and its size is 0 (a stored page takes at least one byte). dst needs
+ * count * page_size + bound - page_size bytes. Returns the bytes stored.
  */
 int64_t kdumpy_pack(struct kdumpy_packer *pk, const uint8_t *src, const int64_t *index, int64_t count,
-                    uint8_t *dst, int64_t *sizes)
+                    uint8_t *dst, int64_t *sizes, int64_t exclude_zero)
 {
 	size_t ps = (size_t)pk->page_size;
 	uint8_t *out = dst;
@@ -134,7 +137,9 @@ int64_t kdumpy_pack(struct kdumpy_packer *pk, const uint8_t *src, const int64_t 
 		const uint8_t *page = src + (size_t)(index ? index[i] : i) * ps;
 		size_t n;
 		if (is_zero(page, ps)) {
-			if (!pk->zero_len) {
+			if (exclude_zero) {
+				n = 0;
+			} else if (!pk->zero_len) {
 				n = store_one(pk, page, out);
 				memcpy(pk->zero_out, out, n);
 				pk->zero_len = (int64_t)n;

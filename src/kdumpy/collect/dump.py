@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import UsageError
-from kdumpy.formats.diskdump import zero_pages
+from kdumpy.formats.codecs import zero_pages
 from kdumpy.memory.dump import Dump
 from kdumpy.memory.pages import Category
 

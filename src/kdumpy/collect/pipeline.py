@@ -4,9 +4,10 @@
    (`kdumpy.memory.pages.classify`), the multi-page exclusions in pfn order (`Excluder`); out come
    bitmap 1 (RAM) and bitmap 2 (dumpable), and the count of pages excluded per category.
 2. `copy_pages`: the dumpable pages in batches of `BATCH_PAGES`, each read into a reused buffer with
-   one preadv per run of pages -> one vectorised zero check (its result serves both the report and
-   the shared zero page) -> compression of the whole batch (`kdumpy.formats.codecs.Packer`, on a
-   long-lived pool with --num-threads, while the next batch is read) -> the kdump writer, in pfn order.
+   one preadv per run of pages -> the zero check and compression of the whole batch in one C call
+   (`kdumpy.formats.codecs.Packer`, on a long-lived pool with --num-threads, while the next batch is
+   read; the zero pages found serve both the report and the shared zero page) -> the kdump writer,
+   in pfn order.
 
 Memory: the bitmaps (2 bits per pfn) plus one cycle of struct pages and, per batch in flight, one
 buffer of pages and one output area.
@@ -24,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import KdumpyError
-from kdumpy.formats.diskdump import zero_pages
+from kdumpy.formats.codecs import zero_pages
 from kdumpy.memory.dump import Dump, ElfDump, PageState
 from kdumpy.memory.pages import Category, Excluder, MemMap, PageLayout, classify
 
@@ -240,7 +241,7 @@ def copy_pages(
 ) -> CopyResult:
     """Write the pages of [start, end) set in `bitmap2` through `writer` (after its bitmaps).
 
-    Each batch is checked for zero pages once (with dump_level & 1), compressed as one task per
+    Each batch is checked for zero pages (with dump_level & 1) and compressed as one task per
     thread, and written with one write of data and one of descriptors. With `threads` >= 1 (and a
     codec threads help, `kdumpy.formats.codecs.Packer`) the next batch is read while the pool
     compresses the current one. The writer's `DumpLimitReached`
@@ -252,15 +253,15 @@ def copy_pages(
     share_zero = bool(writer.dump_level & 1)
     packer = Packer(writer.codec, dump.page_size, threads)
     depth = 1 if packer.threads else 0  # batches compressing while the next one is read
-    pending: deque[tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_] | None, Callable[[], Packed]]] = deque()
+    pending: deque[tuple[npt.NDArray[np.int64], Callable[[], Packed]]] = deque()
 
     def flush() -> None:
-        pfns, zero, wait = pending.popleft()
+        pfns, wait = pending.popleft()
         packed = wait()
-        if zero is not None:
-            result.zero += int(np.count_nonzero(zero))
+        if packed.zero is not None:
+            result.zero += int(np.count_nonzero(packed.zero))
         try:
-            writer.write_compressed(pfns, packed.sizes, packed.pieces, zero)
+            writer.write_compressed(pfns, packed.sizes, packed.pieces, packed.zero)
         finally:
             packer.release(packed)
         result.pages += len(pfns)
@@ -269,9 +270,7 @@ def copy_pages(
 
     try:
         for pfns, pages in read_batches(dump, bitmap2, start, end, buffers=depth + 1):
-            zero = zero_pages(pages) if share_zero else None
-            index = np.flatnonzero(~zero) if zero is not None and zero.any() else None
-            pending.append((pfns, zero, packer.submit(pages, index)))
+            pending.append((pfns, packer.submit(pages, exclude_zero=share_zero)))
             if len(pending) > depth:
                 flush()
         while pending:

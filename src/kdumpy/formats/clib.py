@@ -75,7 +75,7 @@ def helper() -> ctypes.CDLL | None:
             if path.exists():
                 try:
                     lib = ctypes.CDLL(str(path))
-                    lib.kdumpy_pack.argtypes = [_P, _P, _P, ctypes.c_int64, _P, _P]
+                    lib.kdumpy_pack.argtypes = [_P, _P, _P, ctypes.c_int64, _P, _P, ctypes.c_int64]
                     lib.kdumpy_pack.restype = ctypes.c_int64
                 except (OSError, AttributeError):
                     lib = None
@@ -193,6 +193,8 @@ class PageCompressor:
         """Most bytes one page may take while it is compressed (the output area must have this much
         room after the last stored page)."""
         self._helper = helper()
+        self.finds_zero = self._helper is not None
+        """Whether `pack()` can leave out the zero pages itself."""
         if self._helper is not None:
             pk = self._packer = _Packer()
             pk.codec, pk.page_size, pk.bound = _HELPER_CODEC[codec], ps, self.bound
@@ -208,13 +210,19 @@ class PageCompressor:
             self._zero = ctypes.create_string_buffer(self.bound)
             pk.zero_out = ctypes.addressof(self._zero)
 
-    def pack(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
+    def pack(
+        self, src: int, index: int | None, count: int, dst: int, sizes: int, exclude_zero: bool = False
+    ) -> int:
         """Store `count` pages as `compress_pages` does, from raw addresses: the pages at `src`
         (those of the int64 array at `index`, or the first `count`), each page's stored size into
         the int64 array at `sizes`. Returns the bytes stored. One call without the GIL when the C
-        helper is built; else one ctypes call a page."""
+        helper is built; else one ctypes call a page. `exclude_zero` (only when `finds_zero`) leaves
+        out all-zero pages, their size 0."""
         if self._helper is not None:
-            return int(self._helper.kdumpy_pack(ctypes.byref(self._packer), src, index, count, dst, sizes))
+            pk = ctypes.byref(self._packer)
+            return int(self._helper.kdumpy_pack(pk, src, index, count, dst, sizes, exclude_zero))
+        if exclude_zero:
+            raise ValueError("exclude_zero needs the C helper")
         return pack_by_page(self.compress_pages, src, index, count, dst, sizes)
 
     def compress_pages(self, src: int, index: Sequence[int], dst: int) -> list[int]:

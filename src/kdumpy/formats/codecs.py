@@ -45,6 +45,7 @@ __all__ = [
     "Packer",
     "codec_for_flag",
     "get_codec",
+    "zero_pages",
 ]
 
 # diskdump_mod.h: the same bits mark the codec in disk_dump_header.status and in page_desc.flags.
@@ -101,8 +102,14 @@ class _PyCompressor:
             off += n
         return sizes
 
-    def pack(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
-        """`clib.PageCompressor.pack()` over this binding."""
+    finds_zero = False
+
+    def pack(
+        self, src: int, index: int | None, count: int, dst: int, sizes: int, exclude_zero: bool = False
+    ) -> int:
+        """`clib.PageCompressor.pack()` over this binding (without `exclude_zero`)."""
+        if exclude_zero:
+            raise ValueError("exclude_zero needs the C helper")
         return clib.pack_by_page(self.compress_pages, src, index, count, dst, sizes)
 
     def compress_one(self, page: bytes) -> bytes:
@@ -318,15 +325,25 @@ def codec_for_flag(flag: int) -> Codec:
     return codec
 
 
+def zero_pages(pages: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Which rows of `pages` (n x page_size bytes) are all zeros, makedumpfile's is_zero_page()."""
+    import numpy as np
+
+    rows = pages.view(np.uint64) if pages.shape[1] % 8 == 0 else pages
+    return np.logical_not(rows.any(axis=1))
+
+
 @dataclass
 class Packed:
     """A batch of pages compressed as the kdump writer stores them."""
 
     sizes: npt.NDArray[np.int64]
-    """Stored size of each page, in order: the compressed size, or the page size for a page stored
-    raw (its compressed form was not smaller, or the codec is none)."""
+    """Stored size of each stored page, in order: the compressed size, or the page size for a page
+    stored raw (its compressed form was not smaller, or the codec is none)."""
     pieces: list[memoryview]
     """The stored bytes of those pages back to back, in pieces that split only between pages."""
+    zero: npt.NDArray[np.bool_] | None = None
+    """With `exclude_zero`: which pages of the batch are all zeros (not stored, not in `sizes`)."""
     area: npt.NDArray[np.uint8] | None = None
     """The output area the pieces lie in, for `Packer.release()`."""
 
@@ -358,21 +375,31 @@ class Packer:
 
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kdumpy-compress")
         # Room a task's region needs past its pages while the last one is being compressed.
-        self._slack = codec.compressor(page_size).bound - page_size if codec.flag else 0
+        comp = codec.compressor(page_size)
+        self._slack = comp.bound - page_size if codec.flag else 0
+        self._finds_zero = bool(codec.flag) and comp.finds_zero
         self._free: list[npt.NDArray[np.uint8]] = []
 
     def submit(
-        self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None
-    ) -> Callable[[], Packed]:
+        self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None, *,
+        exclude_zero: bool = False,
+    ) -> Callable[[], Packed]:  # fmt: skip
         """Start compressing `pages[index]` (all pages when None); the returned function waits for
-        and returns the `Packed` batch. `pages` must not change until then."""
+        and returns the `Packed` batch. `pages` must not change until then. With `exclude_zero`
+        (and no index) the all-zero pages are found and left out (`Packed.zero`): on the
+        compressing threads by the C helper, else here."""
         import numpy as np
 
         ps = self.page_size
-        n_all = len(pages)
-        m = n_all if index is None else len(index)
+        m = len(pages) if index is None else len(index)
+        in_c = exclude_zero and self._finds_zero
+        if exclude_zero and not in_c:
+            zero = zero_pages(pages)
+            if zero.any():
+                return self._with_zero(self.submit(pages, np.flatnonzero(~zero)), zero)
+            return self._with_zero(self.submit(pages), zero)
         if not self.codec.flag:  # none: the pages are stored as they are
-            flat = pages.reshape(-1) if m == n_all else pages[index].reshape(-1)
+            flat = pages.reshape(-1) if index is None else pages[index].reshape(-1)
             done = Packed(np.full(m, ps, dtype=np.int64), [flat.data] if m else [])
             return lambda: done
         idx = None if index is None else np.ascontiguousarray(index, dtype=np.int64)
@@ -384,25 +411,37 @@ class Packer:
         src, dst, sz = pages.ctypes.data, area.ctypes.data, sizes.ctypes.data
         ix = None if idx is None else idx.ctypes.data
         tasks = [
-            (src, ix + 8 * a, b - a, dst + r, sz + 8 * a) if ix is not None
-            else (src + a * ps, None, b - a, dst + r, sz + 8 * a)
+            (src, ix + 8 * a, b - a, dst + r, sz + 8 * a, in_c) if ix is not None
+            else (src + a * ps, None, b - a, dst + r, sz + 8 * a, in_c)
             for (a, b), r in zip(bounds, regions, strict=True)
-        ]
+        ]  # fmt: skip
         if self._pool is None:
             comp = self.codec.compressor(ps)
-            done = self._packed([comp.pack(*t) for t in tasks], regions, area, sizes)
+            done = self._packed([comp.pack(*t) for t in tasks], regions, area, sizes, in_c)
             return lambda: done
         futures: list[Future[int]] = [self._pool.submit(self._task, *t) for t in tasks]
 
         def wait() -> Packed:
             _ = (pages, idx)  # kept alive until the pages are compressed
-            return self._packed([f.result() for f in futures], regions, area, sizes)
+            return self._packed([f.result() for f in futures], regions, area, sizes, in_c)
 
         return wait
 
-    def pack(self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None) -> Packed:
+    @staticmethod
+    def _with_zero(wait: Callable[[], Packed], zero: npt.NDArray[np.bool_]) -> Callable[[], Packed]:
+        def with_zero() -> Packed:
+            packed = wait()
+            packed.zero = zero
+            return packed
+
+        return with_zero
+
+    def pack(
+        self, pages: npt.NDArray[np.uint8], index: npt.NDArray[np.int64] | None = None, *,
+        exclude_zero: bool = False,
+    ) -> Packed:  # fmt: skip
         """`submit()` and wait."""
-        return self.submit(pages, index)()
+        return self.submit(pages, index, exclude_zero=exclude_zero)()
 
     def release(self, packed: Packed) -> None:
         """Give `packed`'s output area back for the next batches (its pieces are then invalid)."""
@@ -417,8 +456,8 @@ class Packer:
             self._pool = None
         self._free.clear()
 
-    def _task(self, src: int, index: int | None, count: int, dst: int, sizes: int) -> int:
-        return self.codec.compressor(self.page_size).pack(src, index, count, dst, sizes)
+    def _task(self, src: int, index: int | None, count: int, dst: int, sizes: int, exclude_zero: bool) -> int:
+        return self.codec.compressor(self.page_size).pack(src, index, count, dst, sizes, exclude_zero)
 
     def _area(self, nbytes: int) -> npt.NDArray[np.uint8]:
         import numpy as np
@@ -430,8 +469,12 @@ class Packer:
 
     @staticmethod
     def _packed(
-        stored: list[int], regions: list[int], area: npt.NDArray[np.uint8], sizes: npt.NDArray[np.int64]
-    ) -> Packed:
+        stored: list[int], regions: list[int], area: npt.NDArray[np.uint8], sizes: npt.NDArray[np.int64],
+        found_zero: bool,
+    ) -> Packed:  # fmt: skip
         view = area.data
         pieces = [view[r : r + n] for n, r in zip(stored, regions, strict=True) if n]
-        return Packed(sizes, pieces, area)
+        if not found_zero:
+            return Packed(sizes, pieces, None, area)
+        zero = sizes == 0
+        return Packed(sizes[~zero] if zero.any() else sizes, pieces, zero, area)

@@ -44,7 +44,7 @@ from kdumpy.errors import (
     TruncatedDumpError,
     UnsupportedError,
 )
-from kdumpy.formats.codecs import FLAG_MASK, Codec, Packer, codec_for_flag
+from kdumpy.formats.codecs import FLAG_MASK, Codec, Packer, codec_for_flag, zero_pages
 from kdumpy.formats.io import Sink, Source, check_range
 
 __all__ = [
@@ -636,12 +636,6 @@ class DiskDump:
 # --- writer ----------------------------------------------------------------------------------------
 
 
-def zero_pages(pages: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """Which rows of `pages` (n x page_size bytes) are all zeros, makedumpfile's is_zero_page()."""
-    rows = pages.view(np.uint64) if pages.shape[1] % 8 == 0 else pages
-    return np.logical_not(rows.any(axis=1))
-
-
 class DiskDumpWriter:
     """Writes a kdump-compressed file the way makedumpfile 1.7.2 does, byte for byte.
 
@@ -827,13 +821,12 @@ class DiskDumpWriter:
         if n == 0:
             return
         pages = np.frombuffer(view, dtype=np.uint8).reshape(n, bs)
-        zero = zero_pages(pages) if self._pd_zero is not None else None
         if self._packer is None:
             # Threads only pay off over several tasks; one thread compresses in the caller's.
             self._packer = Packer(self.codec, bs, self.threads if self.threads > 1 else 0)
-        packed = self._packer.pack(pages, None if zero is None else np.flatnonzero(~zero))
+        packed = self._packer.pack(pages, exclude_zero=self._pd_zero is not None)
         try:
-            self._write_checked(p, idx, packed.sizes, packed.pieces, zero)
+            self._write_checked(p, idx, packed.sizes, packed.pieces, packed.zero)
         finally:
             self._packer.release(packed)
 

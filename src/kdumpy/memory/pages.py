@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from kdumpy.errors import KdumpyError, VmcoreinfoError
 from kdumpy.formats.vmcoreinfo import VmcoreInfo
+from kdumpy.memory.dump import PageState
 from kdumpy.memory.kernel import Kernel
 
 __all__ = [
@@ -399,6 +400,7 @@ class MemMap:
             for nr in range(nr_sections):
                 sections.append(self._section(nr, sym + nr * size_ms + off_map))
         self.sections = sections
+        self._buf = np.empty(0, dtype=np.uint8)
 
     def _section(self, nr: int, map_addr: int) -> _Section:
         first = nr * self.pages_per_section
@@ -419,26 +421,42 @@ class MemMap:
         return _Section(first, last, mem_map)
 
     def read(self, lo: int, hi: int) -> tuple[npt.NDArray[np.void], npt.NDArray[np.bool_]]:
-        """Struct pages of pfns [lo, hi) as a `layout.dtype` array, and which of them could be read."""
+        """Struct pages of pfns [lo, hi) as a `layout.dtype` array, and which of them could be read
+        (the others read as zeros). The array is valid until the next call: its buffer is reused."""
         size = self.layout.size
-        raw = np.zeros((hi - lo) * size, dtype=np.uint8)
-        valid = np.zeros(hi - lo, dtype=np.bool_)
+        n = hi - lo
+        if len(self._buf) < n * size:
+            self._buf = np.empty(n * size, dtype=np.uint8)
+        raw = self._buf[: n * size]
+        valid = np.zeros(n, dtype=np.bool_)
         pps = self.pages_per_section
         for s in self.sections[lo // pps : -(-hi // pps)]:
             a, b = max(lo, s.first_pfn), min(hi, s.last_pfn)
             if a >= b or not s.mem_map:
                 continue
             for paddr, pfn, count in self._pieces(s.mem_map + (a - s.first_pfn) * size, a, b - a):
-                if paddr is None:
-                    continue
-                try:
-                    data = self.kernel.dump.read(paddr, count * size)
-                except KdumpyError:
-                    continue  # vmemmap not in the dump: those pages are kept
                 i = pfn - lo
-                raw[i * size : (i + count) * size] = np.frombuffer(data, dtype=np.uint8)
-                valid[i : i + count] = True
+                if paddr is not None and self._read_into(paddr, raw[i * size : (i + count) * size]):
+                    valid[i : i + count] = True
+        raw.reshape(n, size)[~valid] = 0
         return raw.view(self.layout.dtype), valid
+
+    def _read_into(self, paddr: int, out: npt.NDArray[np.uint8]) -> bool:
+        """Fill `out` from `paddr`; False when part of it is not in the dump (those pages are kept)."""
+        dump = self.kernel.dump
+        ps = dump.page_size
+        first, nbytes = paddr // ps, len(out)
+        whole = paddr % ps == 0 and nbytes % ps == 0  # the vmemmap is mapped in pages or 2 MiB pages
+        try:
+            if not whole:
+                out[:] = np.frombuffer(dump.read(paddr, nbytes), dtype=np.uint8)
+            elif bool(np.all(dump.page_states(first, first + nbytes // ps) == PageState.PRESENT)):
+                dump.read_pages_into(first, nbytes // ps, out.data)  # straight into the buffer
+            else:
+                return False
+        except KdumpyError:
+            return False
+        return True
 
     def _pieces(self, vaddr: int, pfn: int, count: int) -> Iterator[tuple[int | None, int, int]]:
         """(paddr, pfn, count) pieces of a run of struct pages, none crossing a page-table mapping;

@@ -232,6 +232,7 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
     if job.threads < 0:
         raise UsageError("--num-threads must be 0 or more")
     t0 = time.monotonic()
+    _keep_freed_memory()
     filt = filter_pages(dump, job.dump_level, messages)
     excluded = dict(filt.excluded)
     excluded[Category.ZERO] = 0
@@ -245,6 +246,29 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
             _write_kdump_part(dump, filt, job, path, rng, messages, result)
     result.seconds = time.monotonic() - t0
     return result
+
+
+# glibc mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc reuse the memory of freed arrays instead of unmapping it.
+
+    Each cycle and batch makes numpy arrays of 64 KiB to 4 MiB; by default glibc maps most of them
+    afresh and unmaps them when freed, so every cycle page-faults its arrays in again (measured: 40%
+    of the classification's time on a 5 GiB dump). With the heap kept, peak RSS is what it was: the
+    same arrays, now reused. Not glibc: nothing to do.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+    mallopt(_M_TOP_PAD, 4 << 20)
 
 
 def mem_usage(dump: Dump, messages: Messages | None = None) -> str:

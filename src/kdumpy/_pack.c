@@ -61,18 +61,24 @@ struct kdumpy_packer {
 	int64_t zero_len;  /* its length, 0 until known */
 };
 
+/* makedumpfile's is_zero_page(), 64 bytes at a time (memcpy: the page may be unaligned). */
 static int is_zero(const uint8_t *p, size_t n)
 {
-	const uint64_t *q = (const uint64_t *)p;
 	size_t words = n / 8;
 	for (size_t i = 0; i < words; i += 8) {
 		uint64_t acc = 0;
 		size_t end = i + 8 < words ? i + 8 : words;
-		for (size_t j = i; j < end; j++)
-			acc |= q[j];
+		for (size_t j = i; j < end; j++) {
+			uint64_t w;
+			memcpy(&w, p + 8 * j, 8);
+			acc |= w;
+		}
 		if (acc)
 			return 0;
 	}
+	for (size_t i = words * 8; i < n; i++)
+		if (p[i])
+			return 0;
 	return 1;
 }
 

@@ -248,3 +248,17 @@ def test_packer_stores_each_page_as_makedumpfile_whatever_the_threads(
         packer.release(packed)
     finally:
         packer.close()
+
+
+@pytest.mark.parametrize("name", ["lzo", "zlib", "zstd", "snappy"])
+def test_packer_reads_pages_at_any_alignment(name: str) -> None:
+    pages = sample_pages()
+    want = Packer(get_codec(name), PAGE).pack(_pages_array(pages), exclude_zero=True)
+    raw = np.zeros(len(pages) * PAGE + 3, dtype=np.uint8)
+    odd = raw[3:].reshape(len(pages), PAGE)  # 3 bytes past an aligned address
+    odd[:] = _pages_array(pages)
+    got = Packer(get_codec(name), PAGE).pack(odd, exclude_zero=True)
+    assert got.zero is not None and want.zero is not None
+    assert got.zero.tolist() == want.zero.tolist()
+    assert got.sizes.tolist() == want.sizes.tolist()
+    assert b"".join(map(bytes, got.pieces)) == b"".join(map(bytes, want.pieces))

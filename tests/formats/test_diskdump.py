@@ -603,6 +603,7 @@ def test_ranks_equal_a_naive_count(nbits: int, seed: int, density: float) -> Non
     pfns = np.sort(rng.integers(0, nbits + 1, 50)).astype(np.int64)
     naive = np.r_[0, np.cumsum(bits)][pfns]
     assert np.array_equal(bm.rank(pfns), naive)
+    assert [bm.rank_one(int(p)) for p in pfns] == naive.tolist()
     assert bm.count(0, nbits) == int(bits.sum())
     if nbits:
         lo, hi = sorted(rng.integers(0, nbits + 1, 2).tolist())

@@ -313,10 +313,18 @@ class _Bitmap:
             out[a : a + _RANK_CHUNK] = prefix[blk] + cs[inv.ravel(), byte % _RANK_BLOCK] + _POPCOUNT[partial]
         return out
 
+    def rank_one(self, pfn: int) -> int:
+        """`rank()` of one pfn, without the array machinery (the writer asks twice a batch)."""
+        byte = pfn >> 3
+        start = byte - byte % _RANK_BLOCK
+        n = int(self.prefix()[start // _RANK_BLOCK]) + int(_POPCOUNT[self._buf[start:byte]].sum())
+        if pfn & 7:
+            n += int(_POPCOUNT[int(self._buf[byte]) & ((1 << (pfn & 7)) - 1)])
+        return n
+
     def count(self, lo: int, hi: int) -> int:
         """Set bits in [lo, hi)."""
-        r = self.rank(np.array([lo, hi], dtype=np.int64))
-        return int(r[1] - r[0])
+        return self.rank_one(hi) - self.rank_one(lo)
 
 
 def _find_note_desc(note_data: bytes, name: bytes) -> tuple[int, int] | None:
@@ -865,7 +873,7 @@ class DiskDumpWriter:
         if not self._bm2.test(p).all():
             raise ValueError("pfns not set in bitmap 2 cannot be written")
         # Usually the pages are every dumpable pfn of [p[0], p[-1]]: their descriptors follow each other.
-        first, last = self._bm2.rank(np.array([p[0], p[-1] + 1], dtype=np.int64)).tolist()
+        first, last = self._bm2.rank_one(int(p[0])), self._bm2.rank_one(int(p[-1]) + 1)
         if last - first == n:
             idx = np.arange(first - self._rank_base, last - self._rank_base, dtype=np.int64)
         else:

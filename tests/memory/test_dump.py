@@ -88,3 +88,33 @@ def test_elf32_vmcore_reads_the_same(tmp_path: Path) -> None:
     with open_dump(p) as d:
         assert d.format == "elf32"
         assert d.read_pages(0x100, 8) == b"".join(page_pattern(x) for x in range(0x100, 0x108))
+
+
+def test_mapped_reads_equal_file_reads_across_windows(
+    vmcore: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # /proc/vmcore is read through a moving mmap window; the same code over a regular file, with a
+    # window of 3 pages so that reads straddle and move it, gives the bytes preadv gives.
+    from kdumpy.memory import dump as dump_mod
+
+    monkeypatch.setattr(dump_mod, "_MMAP_WINDOW", 3 * PAGE)
+    with open_dump(vmcore) as plain, open(vmcore, "rb") as f:
+        mapped = dump_mod.ElfDump(str(vmcore), f, os.fstat(f.fileno()).st_size, mapped=True)
+        assert isinstance(plain, dump_mod.ElfDump) and not plain.mapped
+        reads = [(0x1, 0x9F), (0x50, 7), (0x9F, 1), (0x100, 16), (0x10E, 2), (0x200, 4), (0x1, 2)]
+        for start, count in reads:
+            want, got = bytearray(count * PAGE), bytearray(count * PAGE)
+            plain.read_pages_into(start, count, memoryview(want))
+            mapped.read_pages_into(start, count, memoryview(got))
+            assert got == want, (start, count)
+        assert mapped.mapped  # it never fell back to reading
+        mapped.close()
+
+
+def test_proc_vmcore_is_opened_mapped(vmcore: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdumpy.memory import dump as dump_mod
+
+    monkeypatch.setattr(dump_mod, "PROC_VMCORE", os.path.realpath(vmcore))
+    with open_dump(vmcore) as d:
+        assert isinstance(d, dump_mod.ElfDump) and d.mapped
+        assert d.read_pages(0x100, 1) == page_pattern(0x100)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import mmap
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -40,6 +41,8 @@ __all__ = ["MAX_PHYS_ADDR", "Dump", "PageState", "PhysRange", "open_dump"]
 MAX_PHYS_ADDR = 1 << 52
 """x86_64's MAX_PHYSMEM_BITS with 5-level paging: no RAM lies above it."""
 _COUNT_WINDOW = 1 << 20
+PROC_VMCORE = "/proc/vmcore"
+_MMAP_WINDOW = 64 << 20  # bytes of /proc/vmcore mapped at a time (address space, not RSS)
 
 
 class PageState(IntEnum):
@@ -178,10 +181,15 @@ class _LoadRun:
 class ElfDump(Dump):
     """An ELF core file: a copy of /proc/vmcore, makedumpfile -E output, or QEMU's dump-guest-memory."""
 
-    def __init__(self, path: str, f: BinaryIO, size: int) -> None:
+    def __init__(self, path: str, f: BinaryIO, size: int, mapped: bool = False) -> None:
         super().__init__(path)
         self._f = f
         self._fd = f.fileno()
+        self.mapped = mapped
+        """Whether `read_pages_into` copies from a mapping of the file rather than reading it: chosen
+        for /proc/vmcore, whose read() maps and unmaps every old-memory page it copies (the capture
+        kernel's system time), where mmap() maps a window once (makedumpfile does the same)."""
+        self._window: tuple[int, mmap.mmap] | None = None
         self.elf = ElfCore(f, size)
         self.format = f"elf{self.elf.elf_class}"
         self.machine = self.elf.machine
@@ -292,11 +300,39 @@ class ElfDump(Dump):
                 continue
             if lo > pos:
                 out[pos - base : lo - base] = bytes(lo - pos)
-            if os.preadv(self._fd, [out[lo - base : hi - base]], r.offset + (lo - r.start)) != hi - lo:
+            dst, offset = out[lo - base : hi - base], r.offset + (lo - r.start)
+            copied = self.mapped and self._copy_mapped(dst, offset)
+            if not copied and os.preadv(self._fd, [dst], offset) != hi - lo:
                 raise CorruptDumpError(f"short read at physical address {lo:#x}")
             pos = hi
         if pos < end:
             out[pos - base : end - base] = bytes(end - pos)
+
+    def _copy_mapped(self, dst: memoryview, offset: int) -> bool:
+        """Copy the file's bytes at `offset` into `dst` from the mapped window, moving the window
+        when needed; False (and no more mapping) when the file cannot be mapped."""
+        n = len(dst)
+        if self._window is None or not (
+            self._window[0] <= offset and offset + n <= self._window[0] + len(self._window[1])
+        ):
+            self._unmap()
+            start = offset - offset % mmap.ALLOCATIONGRANULARITY
+            length = min(max(_MMAP_WINDOW, offset + n - start), self._size - start)
+            try:
+                mm = mmap.mmap(self._fd, length, mmap.MAP_PRIVATE, mmap.PROT_READ, offset=start)
+            except (OSError, ValueError, OverflowError):
+                self.mapped = False
+                return False
+            self._window = (start, mm)
+        start, mm = self._window
+        with memoryview(mm) as view:
+            dst[:] = view[offset - start : offset - start + n]
+        return True
+
+    def _unmap(self) -> None:
+        if self._window is not None:
+            self._window[1].close()
+            self._window = None
 
     def read(self, paddr: int, n: int) -> bytes:
         # Small unaligned reads (dmesg, page-table walks) go straight to the file.
@@ -317,6 +353,7 @@ class ElfDump(Dump):
         return {"pt_load": len(self.elf.loads), "elf_class": self.elf.elf_class}
 
     def close(self) -> None:
+        self._unmap()
         self._f.close()
 
 
@@ -464,7 +501,7 @@ def _open_one(path: str) -> Dump:
         size = os.fstat(f.fileno()).st_size
         head = f.read(4096)
         if ElfCore.probe(head):
-            return ElfDump(path, f, size)
+            return ElfDump(path, f, size, mapped=os.path.realpath(path) == PROC_VMCORE)
         if DiskDump.probe(head):
             f.close()
             return KdumpDump(path, FileSource(path), flat=False)

@@ -193,6 +193,10 @@ class PageReader:
         n = len(pfns)
         if not n:
             return
+        first, last = int(pfns[0]), int(pfns[-1])
+        if last - first + 1 == n:  # one run (ascending pfns): the usual batch at -d 0 and -d 1
+            self.dump.read_pages_into(first, n, out.reshape(-1).data)
+            return
         breaks = np.flatnonzero(np.diff(pfns) != 1) + 1
         starts = np.concatenate(([0], breaks)).tolist()
         ends = np.concatenate((breaks, [n])).tolist()

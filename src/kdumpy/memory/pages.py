@@ -216,10 +216,12 @@ def classify(
     if n == 0:
         return zeros_u8, zeros_u8.copy()
     o = layout.offsets
-    flags = pages["flags"]
-    mapping = pages["mapping"]
-    mapcount = pages["_mapcount"] if "_mapcount" in o else np.zeros(n, dtype=np.uint32)
-    private = pages["private"] if "private" in o else np.zeros(n, dtype=np.uint64)
+    # Each field once into its own array: the record array's fields are strided (one struct page
+    # apart), and every later test on a strided field would touch a cache line per page.
+    flags = np.ascontiguousarray(pages["flags"])
+    mapping = np.ascontiguousarray(pages["mapping"])
+    mapcount = np.ascontiguousarray(pages["_mapcount"]) if "_mapcount" in o else np.zeros(n, dtype=np.uint32)
+    private = np.ascontiguousarray(pages["private"]) if "private" in o else np.zeros(n, dtype=np.uint64)
     pfns = np.arange(first_pfn, first_pfn + n, dtype=np.uint64)
 
     # Slab first: since 6.2 a slab's counters lie where page.mapping was, so bit 0 of "mapping" may be

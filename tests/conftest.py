@@ -27,20 +27,20 @@ def _named(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def vmcore_61() -> Path:
-    """6.1 (linux-image-amd64), sysrq crash, idle, 1G RAM, crashkernel=128M, kexec -s."""
+    """6.1 (linux-image-amd64), sysrq crash, idle, 1G RAM, crashkernel=128M, `kdumpy load`."""
     return _named("vmcore_61")
 
 
 @pytest.fixture(scope="session")
 def vmcore_612() -> Path:
-    """6.12 (linux-image-6.12-amd64), sysrq crash, idle, 1G RAM, crashkernel=128M, kexec -s."""
+    """6.12 (linux-image-6.12-amd64), sysrq crash, idle, 1G RAM, crashkernel=128M, `kdumpy load`."""
     return _named("vmcore_612")
 
 
 @pytest.fixture(scope="session")
 def vmcore_61_elf32() -> Path:
-    """The vmcore_61 capture rewritten as ELF32 by kdumpy (Debian's x86_64 kexec-tools cannot make the
-    kernel's own ELF32 /proc/vmcore: see kdumpy.lab.fixtures.DERIVED)."""
+    """6.1 as vmcore_61, armed with `kdumpy load --elf32-core-headers` (kexec_load, ELF32 core
+    headers): the capture kernel's own ELFCLASS32 /proc/vmcore."""
     return _named("vmcore_61_elf32")
 
 

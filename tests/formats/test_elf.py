@@ -526,7 +526,7 @@ def test_real_vmcore_headers_notes_and_registers(
     with open(path, "rb") as f:
         core = ElfCore(f, os.fstat(f.fileno()).st_size)
         assert core.elf_class == elf_class
-        assert core.machine == EM_X86_64  # kexec-tools keeps EM_X86_64 in ELF32 headers too
+        assert core.machine == EM_X86_64  # in ELF32 too: vmcore.c's elf_check_arch wants it
         assert not core.incomplete
         assert core.truncated_loads == []
         assert core.loads and max(p.offset + p.filesz for p in core.loads) == core.size

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kdumpy.arm import crashkernel as ck
-from kdumpy.arm.kexec import read_bzimage
+from kdumpy.arm.kexec import read_bzimage, read_state
 from kdumpy.arm.root import Root
 
 __all__ = ["Check", "kernel_config", "pe_signed", "run", "secure_boot"]
@@ -130,7 +130,12 @@ def _config_checks(root: Root, release: str, config: str | None) -> list[Check]:
             out.append(Check(f"CONFIG_{opt}", missing, f"CONFIG_{opt} is not set: {why}", fix))
     if cfg.get("KEXEC") != "y" and cfg.get("KEXEC_FILE") == "y":
         out.append(
-            Check("CONFIG_KEXEC", "pass", "CONFIG_KEXEC not set; kexec_file_load is enough for kdumpy")
+            Check(
+                "CONFIG_KEXEC",
+                "pass",
+                "CONFIG_KEXEC not set; kexec_file_load is enough for kdumpy "
+                "(`kdumpy load --elf32-core-headers`, which uses kexec_load, would fail)",
+            )
         )
     start = cfg.get("PHYSICAL_START")
     if start:
@@ -238,7 +243,12 @@ def _reservation_checks(root: Root, release: str, kernel: Path | None, initrd: P
             Check("reservation size", "pass", f"{ck.fmt_size(res.size)} is enough for kdumpy's capture")
         )
     if res.loaded:
-        out.append(Check("capture kernel loaded", "pass", "/sys/kernel/kexec_crash_loaded is 1"))
+        state = read_state(root) or {}
+        how = ""
+        if state.get("loader") == "kexec_load":
+            n = state.get("elf_class") or "?"
+            how = f" (by kdumpy with kexec_load and ELF{n} core headers)"
+        out.append(Check("capture kernel loaded", "pass", f"/sys/kernel/kexec_crash_loaded is 1{how}"))
     else:
         out.append(
             Check(

@@ -17,6 +17,7 @@ from kdumpy.errors import KdumpyError, UsageError
 
 if TYPE_CHECKING:
     from kdumpy.arm.crashkernel import Evaluation, KernelModel
+    from kdumpy.arm.kexec_load import LoadPlan
     from kdumpy.arm.root import Root
     from kdumpy.service.config import Config
 
@@ -55,8 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "load",
-        help="load the capture kernel (kexec_file_load)",
-        description="Load the capture kernel into the crashkernel reservation with kexec_file_load(2). "
+        help="load the capture kernel (kexec_file_load; kexec_load with --elf32-core-headers)",
+        description="Load the capture kernel into the crashkernel reservation with kexec_file_load(2), "
+        "or with --elf32-core-headers kexec_load(2), kdumpy laying out every segment. "
         "Defaults: the running kernel's vmlinuz and initrd, its command line without crashkernel= and "
         "the options that must not reach the capture kernel, plus nr_cpus=1 irqpoll reset_devices ...; "
         "[capture] in /etc/kdumpy/kdumpy.toml and these options override them.",
@@ -66,6 +68,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--no-initrd", action="store_true", help="load no initrd (KEXEC_FILE_NO_INITRAMFS)")
     p.add_argument("--append", metavar="ARGS", action="append", default=[], help="words added last")
     p.add_argument("--command-line", metavar="CMDLINE", help="use CMDLINE instead of /proc/cmdline")
+    p.add_argument(
+        "--elf32-core-headers",
+        action="store_true",
+        help="load with kexec_load(2) and ELF32 core headers: /proc/vmcore becomes ELFCLASS32 "
+        "(x86_64, RAM below 4 GiB; refused under lockdown)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print what would be loaded, load nothing")
     p.add_argument("--json", action="store_true")
     _root_arg(p)
@@ -276,12 +284,30 @@ def _load(args: argparse.Namespace) -> int:
         base=args.command_line,
     )
     if args.dry_run:
-        plan = {"kernel": str(kernel), "initrd": str(initrd) if initrd else None, "cmdline": cmdline}
+        plan: dict[str, Any] = {
+            "kernel": str(kernel),
+            "initrd": str(initrd) if initrd else None,
+            "cmdline": cmdline,
+            "loader": "kexec_file_load",
+        }
+        layout = None
+        if args.elf32_core_headers:
+            from kdumpy.arm import kexec_load
+
+            layout = kexec_load.build_plan(root, kernel, initrd, cmdline, elf_class=32)
+            plan.update(cmdline=layout.cmdline, loader="kexec_load", elf_class=32)
+            refused = kexec_load.refusal(root)
+            if refused:
+                plan["refused"] = refused
+            plan["layout"] = layout.as_dict()
         if args.json:
             _dump_json(plan)
         else:
             for k, v in plan.items():
-                print(f"{k}: {v}")
+                if k != "layout":
+                    print(f"{k}: {v}")
+            if layout is not None:
+                _print_layout(layout)
         return 0
     res = ck.reservation(root)
     if res.size == 0:
@@ -295,15 +321,40 @@ def _load(args: argparse.Namespace) -> int:
             f"no crashkernel reservation (/sys/kernel/kexec_crash_size is 0: {why}); set one with "
             "`kdumpy crashkernel --set ...`, update the bootloader and reboot"
         )
-    result = kexec.load(root, kernel, initrd, cmdline)
+    if args.elf32_core_headers:
+        from kdumpy.arm import kexec_load
+
+        result = kexec_load.load_elf32(root, kernel, initrd, cmdline)
+        how = {"loader": "kexec_load", "elf_class": 32}
+    else:
+        result = kexec.load(root, kernel, initrd, cmdline)
+        how = {"loader": "kexec_file_load"}
     if args.json:
-        _dump_json(result.as_dict())
+        _dump_json({**result.as_dict(), **how})
     else:
         rel = f" ({result.release})" if result.release else ""
-        print(f"loaded {kernel}{rel} into {ck.fmt_size(result.reserved)} reserved")
+        via = " with kexec_load, ELF32 core headers," if args.elf32_core_headers else ""
+        print(f"loaded {kernel}{rel}{via} into {ck.fmt_size(result.reserved)} reserved")
         print(f"  initrd: {initrd or '(none)'}")
-        print(f"  command line: {cmdline}")
+        # With kexec_load the command line carries the elfcorehdr= kdumpy placed.
+        print(f"  command line: {result.cmdline}")
+        if args.elf32_core_headers and root.exists("/sys/firmware/efi"):
+            print(
+                "  note: booted through EFI; kexec_load passes the capture kernel no EFI tables or EFI "
+                "memory map, so it runs without EFI runtime services (docs/kexec-load.md)"
+            )
     return 0
+
+
+def _print_layout(layout: LoadPlan) -> None:
+    """The segments kexec_load would get."""
+    from kdumpy.arm.crashkernel import fmt_size
+
+    print(f"crash region: {layout.crash.start:#x}-{layout.crash.end - 1:#x}")
+    print(f"entry: {layout.entry:#x} (purgatory), kernel entry {layout.kernel_entry:#x}")
+    for seg in layout.segments:
+        print(f"  {seg.what:12} {seg.mem:#012x}  {fmt_size(seg.memsz):>8}  ({len(seg.data)} bytes of data)")
+    print(f"  ELF{layout.elf_class} core header: {len(layout.notes)} notes, {len(layout.ram)} RAM loads")
 
 
 def _unload(args: argparse.Namespace) -> int:
@@ -334,6 +385,9 @@ def _status(args: argparse.Namespace) -> int:
         if st.loaded:
             rel = st.loaded.get("release") or "?"
             print(f"  loaded: {st.loaded.get('kernel')} ({rel}), initrd {st.loaded.get('initrd')}")
+            if st.loaded.get("loader") == "kexec_load":
+                n = st.loaded.get("elf_class") or "?"
+                print(f"  loader: kexec_load, ELF{n} core headers (/proc/vmcore will be ELFCLASS{n})")
             print(f"  command line: {st.loaded.get('cmdline')}")
         else:
             print("  loaded: a capture kernel (not by kdumpy: which one is unknown)")

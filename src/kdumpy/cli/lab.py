@@ -68,6 +68,7 @@ def _crash(args: argparse.Namespace) -> int:
         la57=args.la57,
         capture_cpus=args.capture_cpus,
         capture_cmd=args.capture_cmd,
+        elf32=args.elf32,
     )
     sc.check()
     out = Path(args.out) if args.out else cache / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{sc.name()}"
@@ -226,6 +227,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--out", help="directory for the capture and the console log")
     p.add_argument("--la57", action="store_true", help="5-level paging (plain -cpu max under TCG)")
     p.add_argument("--capture-cpus", type=int, default=1, help="nr_cpus= of the capture kernel (default 1)")
+    p.add_argument(
+        "--elf32",
+        action="store_true",
+        help="arm with `kdumpy load --elf32-core-headers`: an ELFCLASS32 /proc/vmcore",
+    )
     p.add_argument(
         "--capture-cmd",
         help="shell command for the capture kernel, run in the host root "

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,6 +26,8 @@ STATUS_FILE = Path("/tmp/lab-status.txt")
 NAMED: dict[str, Scenario] = {
     "vmcore_61": Scenario(kernel="6.1"),
     "vmcore_612": Scenario(kernel="6.12"),
+    # Armed with `kdumpy load --elf32-core-headers`: the kernel's own ELFCLASS32 /proc/vmcore.
+    "vmcore_61_elf32": Scenario(kernel="6.1", elf32=True),
     "vmcore_612_la57": Scenario(kernel="6.12", la57=True),
     "vmcore_61_mixed": Scenario(kernel="6.1", workload="mix"),
     "vmcore_612_mixed": Scenario(kernel="6.12", workload="mix"),
@@ -51,6 +51,10 @@ def _key(sc: Scenario, cache: Path) -> str:
         inputs.append(WORKLOAD_SCRIPT.read_bytes())
     if TRIGGERS[sc.trigger].module:
         inputs.append((guest / "kdumpy_lab_crash.c").read_bytes())
+    if sc.elf32:
+        # kdumpy's kexec_load loader writes the ELF core header the capture kernel re-emits: a
+        # changed loader must not be tested on an old capture.
+        inputs.append((Path(__file__).resolve().parents[1] / "arm" / "kexec_load.py").read_bytes())
     return digest(*inputs)
 
 
@@ -62,6 +66,7 @@ def vmcore(
     *,
     la57: bool = False,
     crashkernel: str = "128M",
+    elf32: bool = False,
     cache: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Path:
@@ -74,28 +79,16 @@ def vmcore(
         ram=ram,
         crashkernel=crashkernel,
         la57=la57,
+        elf32=elf32,
     )
     return _vmcore(sc, cache_dir(cache), progress)
 
 
-# Fixtures made from another fixture by kdumpy itself: (source fixture, `kdumpy convert` options).
-# An ELF32 /proc/vmcore needs `kexec -c --elf32-core-headers`, which Debian's x86_64 kexec-tools
-# (2.0.25) accepts but ignores (only its i386 build reads the option): the capture is ELF64. So the
-# ELF32 fixture is the real 6.1 capture rewritten by kdumpy's ELF32 writer; makedumpfile, crash and
-# drgn reading it check that writer.
-DERIVED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "vmcore_61_elf32": ("vmcore_61", ("--format", "elf", "--elf32")),
-}
-
-
 def named_vmcore(name: str, cache: Path | None = None, progress: Callable[[str], None] | None = None) -> Path:
-    """The vmcore of one of the NAMED or DERIVED fixtures; also records its path in STATUS_FILE."""
-    if name in DERIVED:
-        path = _derived(name, cache_dir(cache), progress)
-    elif name in NAMED:
-        path = _vmcore(NAMED[name], cache_dir(cache), progress)
-    else:
-        raise LabError(f"no vmcore fixture named {name!r}: choose one of {', '.join([*NAMED, *DERIVED])}")
+    """The vmcore of one of the NAMED fixtures; also records its path in STATUS_FILE."""
+    if name not in NAMED:
+        raise LabError(f"no vmcore fixture named {name!r}: choose one of {', '.join(NAMED)}")
+    path = _vmcore(NAMED[name], cache_dir(cache), progress)
     _record_status(name, path)
     return path
 
@@ -120,38 +113,15 @@ def _vmcore(sc: Scenario, cache: Path, progress: Callable[[str], None] | None) -
     return final / "vmcore"
 
 
-def _derived(name: str, cache: Path, progress: Callable[[str], None] | None) -> Path:
-    source, options = DERIVED[name]
-    src = _vmcore(NAMED[source], cache, progress)
-    # Keyed by the writer's code too: a fixed writer must not be tested on an old file.
-    code = Path(__file__).resolve().parents[1]
-    key = digest(
-        str(src),
-        *options,
-        *(f.read_bytes() for f in sorted(code.glob("formats/*.py"))),
-        (code / "collect" / "convert.py").read_bytes(),
-    )
-    out = src.parent / f"{name}-{key}"
-    with locked(cache / "locks" / f"vmcore-{name}"):
-        if not out.exists():
-            for old in src.parent.glob(f"{name}-*"):
-                old.unlink()
-            partial = out.with_name(out.name + ".part")
-            done = subprocess.run(
-                [sys.executable, "-m", "kdumpy", "convert", str(src), str(partial), *options, "-f"],
-                capture_output=True, text=True, timeout=600, check=False,
-            )  # fmt: skip
-            if done.returncode != 0:
-                raise LabError(f"kdumpy convert {' '.join(options)} failed: {done.stderr.strip()}")
-            partial.rename(out)
-    return out
-
-
 def _drop_stale(root: Path, sc: Scenario, keep: Path) -> None:
     """Remove older captures of the same scenario (about 1 GB each) once they are a day old: not at
     once, because a test session started earlier may still be reading them."""
     now = time.time()
     for old in root.glob(f"{sc.name()}-*"):
+        # The glob also matches longer names ("6.1-...-ck128M-elf32-<hash>" for "6.1-...-ck128M"):
+        # only <name>-<hash> is this scenario's.
+        if old.name.rsplit("-", 1)[0] != sc.name():
+            continue
         if old != keep and now - old.stat().st_mtime > 86400:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -126,6 +126,9 @@ class Scenario:
     capture_cmd: str | None = None
     """A shell command run in the capture kernel (chroot into the host root; {out} is the output
     directory's host path, {python} the venv interpreter) instead of dd of /proc/vmcore."""
+    elf32: bool = False
+    """Arm with `kdumpy load --elf32-core-headers` (kexec_load, ELF32 core headers): the capture
+    kernel's /proc/vmcore is then ELFCLASS32."""
 
     def check(self) -> None:
         if self.kernel not in assets.SERIES:
@@ -140,6 +143,7 @@ class Scenario:
     def name(self) -> str:
         parts = [self.kernel, self.trigger, self.workload, self.ram, f"ck{self.crashkernel}"]
         parts += ["la57"] * self.la57
+        parts += ["elf32"] * self.elf32
         if self.capture_cpus != 1:
             parts.append(f"cpus{self.capture_cpus}")
         return "-".join(parts).replace("/", "_")
@@ -232,13 +236,15 @@ def run_crash(
     for stale in ("vmcore", "vmcore.part", "workload.json"):
         (out_dir / stale).unlink(missing_ok=True)
     python = guest_python()
-    # Armed with kdumpy's own loader (kexec_file_load through ctypes): the capture kernel gets the
-    # kdump guide's options from `kdumpy load`, the lab's own words from --append.
+    # Armed with kdumpy's own loader (kexec_file_load through ctypes, or for elf32 kexec_load with
+    # ELF32 core headers): the capture kernel gets the kdump guide's options from `kdumpy load`, the
+    # lab's own words from --append.
     kexec = [
         python,
         "-m",
         "kdumpy",
         "load",
+        *(["--elf32-core-headers"] if sc.elf32 else []),
         "--kernel",
         str(k.vmlinuz),
         "--initrd",

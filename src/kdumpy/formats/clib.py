@@ -66,15 +66,15 @@ def helper() -> ctypes.CDLL | None:
     """kdumpy's batch compressor (`kdumpy/_pack.c`), or None when it was not built."""
     if not _helper:
         import importlib.machinery
-        from pathlib import Path
+        import os.path
 
-        here = Path(__file__).resolve().parent.parent
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # not pathlib: 3 ms of start-up
         lib: ctypes.CDLL | None = None
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            path = here / f"_pack{suffix}"
-            if path.exists():
+            path = os.path.join(here, f"_pack{suffix}")
+            if os.path.exists(path):
                 try:
-                    lib = ctypes.CDLL(str(path))
+                    lib = ctypes.CDLL(path)
                     lib.kdumpy_pack.argtypes = [_P, _P, _P, ctypes.c_int64, _P, _P, ctypes.c_int64]
                     lib.kdumpy_pack.restype = ctypes.c_int64
                 except (OSError, AttributeError):

@@ -1,6 +1,11 @@
 """drgn (its bundled libkdumpfile reads kdump-compressed files) opens kdumpy's outputs of the 6.1 and
 6.12 vmcores, and `get_dmesg()` returns the same bytes as on the source vmcore.
 
+Not ELF32: drgn takes an x86_64 ELFCLASS32 core for a 32-bit platform (x32) and cuts every kernel
+address to 32 bits, so it reads the right bytes only when KASLR happens to keep the cut ranges of the
+direct map and the kernel image apart (a new capture of the same scenario failed with "address is not
+mapped"). The last test pins that fact; makedumpfile and kdumpy check the ELF32 files.
+
 drgn runs in a child interpreter, so a hang or a crash in libkdumpfile is bounded by a timeout.
 """
 
@@ -29,7 +34,6 @@ sys.stdout.buffer.write(get_dmesg(prog))
 CASES = [
     *[("vmcore_61", "vmlinux_61", "kdump", c) for c in ("zlib", "lzo", "snappy", "zstd")],
     ("vmcore_61", "vmlinux_61", "flat", "lzo"),
-    ("vmcore_61", "vmlinux_61", "elf32", "none"),
     *[("vmcore_612", "vmlinux_612", "kdump", c) for c in ("zlib", "lzo", "snappy", "zstd")],
 ]
 
@@ -62,3 +66,29 @@ def test_drgn_get_dmesg_of_our_output_equals_the_source(
         a, b = want.splitlines(), got.splitlines()
         i = next((k for k in range(min(len(a), len(b))) if a[k] != b[k]), min(len(a), len(b)))
         pytest.fail(f"dmesg differs from line {i}: source {a[i : i + 1]!r}, ours {b[i : i + 1]!r}")
+
+
+_PLATFORM = """
+import sys
+import drgn
+
+prog = drgn.Program()
+prog.set_core_dump(sys.argv[1])
+print(bool(prog.platform.flags & drgn.PlatformFlags.IS_64_BIT))
+"""
+
+
+@pytest.mark.parametrize("source", ["ours", "kernel"])
+def test_drgn_takes_an_x86_64_elf32_core_for_a_32_bit_platform(
+    source: str, request: pytest.FixtureRequest, artifacts: Artifacts
+) -> None:
+    if source == "ours":
+        dump = artifacts.ours(request.getfixturevalue("vmcore_61"), "elf32", "none")
+    else:
+        dump = request.getfixturevalue("vmcore_61_elf32")  # the capture kernel's own ELF32 /proc/vmcore
+    with open(dump, "rb") as f:
+        assert f.read(5)[4] == 1  # ELFCLASS32
+    assert run([sys.executable, "-c", _PLATFORM, dump], timeout=120).stdout.strip() == b"False"
+    # The same capture as ELF64 is 64-bit to drgn.
+    elf64 = request.getfixturevalue("vmcore_61")
+    assert run([sys.executable, "-c", _PLATFORM, elf64], timeout=120).stdout.strip() == b"True"

@@ -262,3 +262,17 @@ def test_packer_reads_pages_at_any_alignment(name: str) -> None:
     assert got.zero.tolist() == want.zero.tolist()
     assert got.sizes.tolist() == want.sizes.tolist()
     assert b"".join(map(bytes, got.pieces)) == b"".join(map(bytes, want.pieces))
+
+
+def test_packer_takes_a_strided_batch_as_its_copy() -> None:
+    arr = _pages_array(sample_pages() * 2)
+    packer = Packer(get_codec("lzo"), PAGE)
+    want = packer.pack(np.ascontiguousarray(arr[::2]), exclude_zero=True)
+    want_bytes, want_zero = b"".join(map(bytes, want.pieces)), want.zero
+    packer.release(want)
+    got = packer.pack(arr[::2], exclude_zero=True)
+    assert got.zero is not None and want_zero is not None
+    assert got.zero.tolist() == want_zero.tolist()
+    assert b"".join(map(bytes, got.pieces)) == want_bytes
+    with pytest.raises(ValueError, match="whole batch"):
+        packer.pack(arr, np.arange(2), exclude_zero=True)

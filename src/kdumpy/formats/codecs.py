@@ -391,6 +391,10 @@ class Packer:
         import numpy as np
 
         ps = self.page_size
+        if exclude_zero and index is not None:
+            raise ValueError("exclude_zero works on a whole batch, not on an index")
+        if not pages.flags.c_contiguous:  # the compressors walk the pages by address
+            pages = np.ascontiguousarray(pages)
         m = len(pages) if index is None else len(index)
         in_c = exclude_zero and self._finds_zero
         if exclude_zero and not in_c:

@@ -39,7 +39,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.kdumpy-installed
 # Reinstall when the project's metadata or its C helper changed (the editable install builds it).
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ src/kdumpy/_pack.c -nt "$stamp" ] \
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ src/kdumpy/_pack.c -nt "$stamp" ] || [ setup.py -nt "$stamp" ] \
    || ! ls src/kdumpy/_pack.*.so >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'

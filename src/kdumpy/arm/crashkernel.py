@@ -34,6 +34,7 @@ __all__ = [
     "Reservation",
     "evaluate",
     "fmt_size",
+    "iomem_entries",
     "memparse",
     "model_for",
     "parse_size",
@@ -577,25 +578,23 @@ def _evaluate_generic(cmdline: str, ram: int, model: KernelModel, above: int, ev
 # --- the running system -----------------------------------------------------------------------
 
 
+_IOMEM_LINE = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
+
+
+def iomem_entries(text: str) -> list[tuple[int, int, int, str]]:
+    """Every /proc/iomem entry: (depth, start, end inclusive, name); depth 0 is top-level (each level
+    indents by two spaces)."""
+    out = []
+    for line in text.splitlines():
+        m = _IOMEM_LINE.match(line)
+        if m:
+            out.append((len(m.group(1)) // 2, int(m.group(2), 16), int(m.group(3), 16), m.group(4).strip()))
+    return out
+
+
 def _iomem_top(text: str) -> list[tuple[int, int, str]]:
     """Top-level /proc/iomem entries: (start, end inclusive, name)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line[0] == " ":
-            continue
-        m = re.match(r"([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$", line)
-        if m:
-            out.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip()))
-    return out
-
-
-def _iomem_all(text: str) -> list[tuple[int, int, str]]:
-    out = []
-    for line in text.splitlines():
-        m = re.match(r"\s*([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$", line)
-        if m:
-            out.append((int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip()))
-    return out
+    return [(s, e, n) for d, s, e, n in iomem_entries(text) if d == 0]
 
 
 def system_ram(root: Root, page_size: int = 4096) -> tuple[int, int, str]:
@@ -669,7 +668,7 @@ def reservation(root: Root) -> Reservation:
     size = root.read_int("/sys/kernel/kexec_crash_size") or 0
     regions: list[tuple[int, int]] = []
     iomem = root.read("/proc/iomem") or ""
-    for s, e, n in _iomem_all(iomem):
+    for _d, s, e, n in iomem_entries(iomem):
         if n == "Crash kernel" and e > s:
             regions.append((s, e))
     loaded = (root.read_int("/sys/kernel/kexec_crash_loaded") or 0) == 1

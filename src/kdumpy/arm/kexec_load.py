@@ -36,7 +36,6 @@ import ctypes
 import errno
 import json
 import os
-import re
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from typing import Any
 
 from kdumpy.arm import kexec
 from kdumpy.arm.checks import lockdown
-from kdumpy.arm.crashkernel import reservation
+from kdumpy.arm.crashkernel import iomem_entries, reservation
 from kdumpy.arm.root import Root
 from kdumpy.errors import UsageError
 
@@ -260,21 +259,12 @@ class ElfNote:
     """"cpu N" or "vmcoreinfo"."""
 
 
-_IOMEM_LINE = re.compile(r"^(\s*)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)$")
-
-
 def _iomem(root: Root) -> list[tuple[int, int, int, str]]:
     """(depth, start, end exclusive, name) of every /proc/iomem line."""
     text = root.read("/proc/iomem")
     if text is None:
         raise LegacyLoadError("cannot read /proc/iomem")
-    out = []
-    for line in text.splitlines():
-        m = _IOMEM_LINE.match(line)
-        if m:
-            out.append(
-                (len(m.group(1)) // 2, int(m.group(2), 16), int(m.group(3), 16) + 1, m.group(4).strip())
-            )
+    out = [(d, s, e + 1, n) for d, s, e, n in iomem_entries(text)]
     if out and all(s == 0 and e == 1 for _d, s, e, _n in out):
         raise LegacyLoadError("/proc/iomem shows zero addresses: loading needs root")
     return out

@@ -46,8 +46,7 @@ _FLOOR = r"""
 import sys, time
 import numpy as np
 from kdumpy.memory.dump import open_dump
-from kdumpy.formats.codecs import get_codec
-from kdumpy.formats.diskdump import zero_pages
+from kdumpy.formats.codecs import get_codec, zero_pages
 from kdumpy.collect.pipeline import filter_pages, read_batches
 dump = open_dump(sys.argv[1]); codec = get_codec(sys.argv[2]); level = int(sys.argv[3])
 ps = dump.page_size

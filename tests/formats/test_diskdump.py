@@ -31,7 +31,7 @@ from kdumpy.errors import (
     TruncatedDumpError,
     UnsupportedError,
 )
-from kdumpy.formats.codecs import Codec, Packer, get_codec
+from kdumpy.formats.codecs import Codec, Packer, get_codec, zero_pages
 from kdumpy.formats.diskdump import (
     DISK_DUMP_HEADER,
     DUMP_DH_COMPRESSED_INCOMPLETE,
@@ -48,7 +48,6 @@ from kdumpy.formats.diskdump import (
     KdumpSubHeader,
     Utsname,
     _Bitmap,
-    zero_pages,
 )
 from kdumpy.formats.io import BytesSink, BytesSource, FileSink, FileSource
 

@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import KdumpyError
-from kdumpy.formats.codecs import zero_pages
 from kdumpy.memory.dump import Dump, ElfDump, PageState
 from kdumpy.memory.pages import Category, Excluder, MemMap, PageLayout, classify
 
@@ -47,7 +46,6 @@ __all__ = [
     "masked_view",
     "original_pages",
     "read_batches",
-    "zero_mask",
 ]
 
 CYCLE_PFNS = 32768
@@ -157,11 +155,6 @@ def _bit_windows(
             bits[: start - lo] = 0
         yield lo, bits
         lo = hi
-
-
-def zero_mask(data: bytes | memoryview, page_size: int) -> npt.NDArray[np.bool_]:
-    """Which pages of `data` are all zeros (makedumpfile's is_zero_page())."""
-    return zero_pages(np.frombuffer(data, dtype=np.uint8).reshape(-1, page_size))
 
 
 def dumpable_batches(

@@ -44,7 +44,7 @@ from kdumpy.errors import (
     TruncatedDumpError,
     UnsupportedError,
 )
-from kdumpy.formats.codecs import FLAG_MASK, Codec, Packer, codec_for_flag, zero_pages
+from kdumpy.formats.codecs import FLAG_MASK, Codec, Packer, codec_for_flag
 from kdumpy.formats.io import Sink, Source, check_range
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
     "DumpLimitReached",
     "KdumpSubHeader",
     "Utsname",
-    "zero_pages",
 ]
 
 KDUMP_SIGNATURE = b"KDUMP   "

@@ -37,6 +37,7 @@ __all__ = [
     "choose_accel",
     "guest_python",
     "run_crash",
+    "workload_command",
 ]
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -187,6 +188,14 @@ def _accel_probe(k: assets.Kernel, initrd: Path, cache: Path) -> bool:
                 return False
 
 
+def workload_command(workload: str, python: str, report: Path) -> str:
+    """The guest's shell command that brings up `workload` (writing its report to `report`, a host
+    path the guest sees), or "" for idle."""
+    if workload != "mix":
+        return ""
+    return shlex.join([python, str(WORKLOAD_SCRIPT), "mix", "--disk", "/tmp/disk", "--report", str(report)])
+
+
 def choose_accel(requested: str, k: assets.Kernel, initrd: Path, cache: Path) -> str:
     """ "kvm" or "tcg". "auto" tries KVM only where it can work, proves it once with a bounded boot,
     and remembers the verdict per host kernel and QEMU."""
@@ -254,19 +263,7 @@ def run_crash(
         "--append",
         f"nr_cpus={sc.capture_cpus} panic=1 lab.role=capture",
     ]
-    workload_cmd = ""
-    if sc.workload == "mix":
-        workload_cmd = shlex.join(
-            [
-                python,
-                str(WORKLOAD_SCRIPT),
-                "mix",
-                "--disk",
-                "/tmp/disk",
-                "--report",
-                str(out_dir / "workload.json"),
-            ]
-        )
+    workload_cmd = workload_command(sc.workload, python, out_dir / "workload.json")
     capture_cmd = ""
     if sc.capture_cmd:
         capture_cmd = sc.capture_cmd.format(out=shlex.quote(str(out_dir)), python=shlex.quote(python))

@@ -8,7 +8,6 @@ that needs `-device vmcoreinfo` and the qemu_fw_cfg module loaded in the guest (
 from __future__ import annotations
 
 import contextlib
-import shlex
 import shutil
 import tempfile
 import time
@@ -23,7 +22,7 @@ from kdumpy.lab.disk import data_disk
 from kdumpy.lab.plan import write_plan
 from kdumpy.lab.qemu import MARKER, Guest, Running
 from kdumpy.lab.qmp import Qmp
-from kdumpy.lab.scenario import WORKLOAD_SCRIPT, choose_accel, guest_python
+from kdumpy.lab.scenario import choose_accel, guest_python, workload_command
 
 __all__ = ["FORMATS", "SnapshotResult", "snapshot"]
 
@@ -68,19 +67,7 @@ def snapshot(
     work = Path(tempfile.mkdtemp(prefix="kdumpy-snap-"))
     try:
         python = guest_python()
-        workload_cmd = ""
-        if workload == "mix":
-            workload_cmd = shlex.join(
-                [
-                    python,
-                    str(WORKLOAD_SCRIPT),
-                    "mix",
-                    "--disk",
-                    "/tmp/disk",
-                    "--report",
-                    str(work / "workload.json"),
-                ]
-            )
+        workload_cmd = workload_command(workload, python, work / "workload.json")
         values = {
             "LAB_MODE": "idle",
             "LAB_SYSCTLS": "",

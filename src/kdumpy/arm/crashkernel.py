@@ -489,14 +489,7 @@ def _evaluate_legacy(cmdline: str, ram: int, model: KernelModel, above: int, ev:
     if ev.size >= ram:
         _nothing(ev, f"{fmt_size(ev.size)} >= RAM: crashkernel reservation failed - No suitable area found")
         return
-    if ev.offset:
-        lands_high = ev.offset >= SZ_4G
-    elif ev.high:
-        lands_high = above >= ev.size
-    else:
-        # Below 4G first; above it only when low memory has no room.
-        lands_high = (ram - above) <= ev.size and above >= ev.size
-    if lands_high:
+    if _lands_high(ev, ram, above):
         low = _parse(cmdline, min(ram, SZ_4G), ",low", model)
         if low.err:
             ev.low_size = default_low_size(model, cmdline)
@@ -506,6 +499,16 @@ def _evaluate_legacy(cmdline: str, ram: int, model: KernelModel, above: int, ev:
             ev.low_size = low.size
             ev.reasons.append(f"region above 4G: crashkernel={low.value} low memory")
     ev.reasons.append(f"reserves {fmt_size(ev.size)}")
+
+
+def _lands_high(ev: Evaluation, ram: int, above: int) -> bool:
+    """Whether the region goes above 4 GiB: where @offset puts it; with ,high where there is room
+    above; else below 4G first, above only when low memory has no room (both models)."""
+    if ev.offset:
+        return ev.offset >= SZ_4G
+    if ev.high:
+        return above >= ev.size
+    return (ram - above) <= ev.size and above >= ev.size
 
 
 def _evaluate_generic(cmdline: str, ram: int, model: KernelModel, above: int, ev: Evaluation) -> None:
@@ -558,15 +561,9 @@ def _evaluate_generic(cmdline: str, ram: int, model: KernelModel, above: int, ev
     if ev.size >= ram:
         _nothing(ev, f"{fmt_size(ev.size)} >= RAM: cannot allocate crashkernel")
         return
-    if ev.offset:
-        lands_high = ev.offset >= SZ_4G
-    elif ev.high:
-        lands_high = above >= ev.size
-    else:
-        # Low first; above 4G (with the default low size) only when low memory has no room.
-        lands_high = (ram - above) <= ev.size and above >= ev.size
-        if lands_high:
-            low_size = default_low_size(model, cmdline)
+    lands_high = _lands_high(ev, ram, above)
+    if lands_high and not (ev.offset or ev.high):
+        low_size = default_low_size(model, cmdline)  # pushed above 4G: the default low size
     if lands_high and low_size:
         ev.low_size = low_size
         ev.reasons.append(f"region above 4G: also {fmt_size(low_size)} below 4G")

@@ -39,6 +39,7 @@ __all__ = [
     "load",
     "read_bzimage",
     "read_state",
+    "require_live",
     "split_cmdline",
     "unload",
 ]
@@ -148,14 +149,19 @@ def kexec_file_load(kernel_fd: int, initrd_fd: int, cmdline: bytes | None, flags
         raise OSError(e, os.strerror(e))
 
 
+def require_live(root: Root, syscall: str) -> None:
+    """Refuse to make `syscall` for a root prefix: the running kernel is not that root's kernel."""
+    if not root.is_live:
+        raise UsageError(
+            f"refusing to call {syscall} with the root prefix {root.prefix}: the running kernel "
+            "is not that root's kernel"
+        )
+
+
 def _syscall_for(root: Root, syscall: SyscallFn | None) -> SyscallFn:
     if syscall is not None:
         return syscall
-    if not root.is_live:
-        raise UsageError(
-            f"refusing to call kexec_file_load with the root prefix {root.prefix}: the running kernel "
-            "is not that root's kernel"
-        )
+    require_live(root, "kexec_file_load")
     # Looked up at call time, so a test can replace the module attribute.
     fn: SyscallFn = globals()["kexec_file_load"]
     return fn

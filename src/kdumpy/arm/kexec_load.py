@@ -784,11 +784,7 @@ def refusal(root: Root) -> str | None:
 def _syscall_for(root: Root, syscall: LegacySyscallFn | None) -> LegacySyscallFn:
     if syscall is not None:
         return syscall
-    if not root.is_live:
-        raise UsageError(
-            f"refusing to call kexec_load with the root prefix {root.prefix}: the running kernel "
-            "is not that root's kernel"
-        )
+    kexec.require_live(root, "kexec_load")
     # Looked up at call time, so a test can replace the module attribute.
     fn: LegacySyscallFn = globals()["kexec_load"]
     return fn

@@ -7,7 +7,8 @@ VMCORE defaults to the lab's largest mixed-workload vmcore (see docs/performance
 4 GiB one). Every run is a fresh process; wall time is the best of --repeat runs (the page cache is
 warmed first, so both tools read from memory), peak RSS is that process's ru_maxrss (os.wait4), CPU
 is its user + system time in that best run.
-Cases: -d 31 and -d 1 with lzo and zlib against Debian's makedumpfile (no --num-threads, its best),
+Cases: -d 31 and -d 1 with lzo and zlib against Debian's makedumpfile (no --num-threads, its best);
+kdumpy's zlib pages by libdeflate (its default) and, in the "zlib libz" rows, by libz as makedumpfile's;
 kdumpy with --num-threads 0 (its default: one thread does everything, as makedumpfile's default), 1
 and 2 (compression threads beside the main thread, which reads and writes); zstd and snappy against
 the codec floor (the same pages compressed by the same library, one thread, in one process, reading
@@ -183,12 +184,14 @@ def main() -> int:
         print(header)
         print("-" * len(header))
     cases = [] if "dump" not in groups else [(31, "lzo"), (31, "zlib")] if args.quick else [
-        (31, "lzo"), (31, "zlib"), (1, "lzo"), (1, "zlib"), (31, "zstd"), (31, "snappy"), (1, "zstd"),
-        (1, "snappy")]
+        (31, "lzo"), (31, "zlib"), (31, "zlib libz"), (1, "lzo"), (1, "zlib"), (1, "zlib libz"), (31, "zstd"),
+        (31, "snappy"), (1, "zstd"), (1, "snappy")]
     with tempfile.TemporaryDirectory(prefix="kdumpy-bench-", dir=args.out_dir) as tmp:
         ours, theirs = Path(tmp, "kdumpy.out"), Path(tmp, "ref.out")
-        for level, codec in cases:
+        for level, case_name in cases:
+            codec, _, deflate = case_name.partition(" ")
             opt = CODEC_OPT[codec]
+            extra = ["--deflate", deflate] if deflate else []
             refs: list[tuple[str, Run | float]] = []
             if codec in ("lzo", "zlib"):
                 refs.append(("makedumpfile", _run(["makedumpfile", opt, "-d", str(level), str(vmcore),
@@ -199,10 +202,10 @@ def main() -> int:
                 refs.append(("upstream", _run([upstream, opt, "-d", str(level), str(vmcore), str(theirs)],
                                               theirs, args.repeat)))
             for n in threads:
-                mine = _run([*KDUMPY, "dump", opt, "-d", str(level), "--message-level", "0",
+                mine = _run([*KDUMPY, "dump", opt, *extra, "-d", str(level), "--message-level", "0",
                              "--num-threads", str(n), str(vmcore), str(ours)], ours, args.repeat, warm=True)
                 for name, ref in refs:
-                    case = f"-d {level:<2} {codec:<16}{n:>8}{mine.wall:>10.3f}"
+                    case = f"-d {level:<2} {case_name:<16}{n:>8}{mine.wall:>10.3f}"
                     if isinstance(ref, Run):
                         size_x = f"{mine.size / ref.size:8.3f}" if ref.size else f"{'-':>8}"
                         print(f"{case}{ref.wall:>9.3f}{mine.wall / ref.wall:>8.2f}{mine.cpu:>7.2f}"

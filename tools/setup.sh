@@ -13,6 +13,8 @@ APT_PACKAGES=(
   makedumpfile crash
   # the C compression libraries the collector calls through ctypes (formats/clib.py), as makedumpfile
   liblzo2-2 zlib1g libzstd1 libsnappy1v5
+  # and libdeflate, which writes -c's zlib pages faster and smaller than libz
+  libdeflate0
   # the HTML report is checked in a headless browser
   chromium
   # building python-lzo, and a venv for Debian's python3

@@ -2,7 +2,8 @@
 
 For each dump level: bitmap 2 (the dumpable pfns), the set of pfns stored as the shared zero page,
 and the per-category counts of makedumpfile's report (`--message-level 16`) must be equal. Both write
-lzo, and our writer follows makedumpfile byte for byte, so the files are compared whole as well.
+lzo, and our writer follows makedumpfile byte for byte, so the files are compared whole as well; with
+zlib, whole when its pages are written by libz (`--deflate libz`), page for page by libdeflate.
 """
 
 from __future__ import annotations
@@ -74,3 +75,27 @@ def test_dump_level_agrees_with_makedumpfile_on_61(
     assert np.array_equal(zero_ours, zero_theirs), "the shared-zero-page pfns differ"
     assert result.excluded == their_counts
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_zlib_dump_is_makedumpfiles_with_libz_and_smaller_with_libdeflate(
+    vmcore_61_mixed: Path, tmp_path: Path
+) -> None:
+    from kdumpy.cli import main
+
+    theirs = tmp_path / "makedumpfile.kdump"
+    subprocess.run(
+        [tool("makedumpfile"), "-c", "-d", "31", str(vmcore_61_mixed), str(theirs)],
+        capture_output=True, timeout=300, check=True,
+    )  # fmt: skip
+    libz, libdeflate = tmp_path / "libz.kdump", tmp_path / "libdeflate.kdump"
+    assert main(["dump", "-c", "-d", "31", "--deflate", "libz", str(vmcore_61_mixed), str(libz)]) == 0
+    assert libz.read_bytes() == theirs.read_bytes()
+    assert main(["dump", "-c", "-d", "31", str(vmcore_61_mixed), str(libdeflate)]) == 0
+    b2_theirs, zero_theirs = _zero_pfns(theirs)
+    b2_ours, zero_ours = _zero_pfns(libdeflate)
+    assert np.array_equal(b2_ours, b2_theirs) and np.array_equal(zero_ours, zero_theirs)
+    assert libdeflate.stat().st_size < theirs.stat().st_size
+    a, b = DiskDump(FileSource(libdeflate)), DiskDump(FileSource(theirs))
+    pfns, _ = a.descriptors(0, a.max_mapnr)
+    for i in range(0, len(pfns), 8192):
+        assert a.read_pages(pfns[i : i + 8192]) == b.read_pages(pfns[i : i + 8192])

@@ -360,15 +360,20 @@ class Artifacts:
         d.mkdir(exist_ok=True)
         return d
 
-    def ours(self, src: Path, fmt: str = "kdump", codec: str = "zlib", *, elf32: bool = False) -> Path:
-        """`kdumpy convert src OUT --format fmt --codec codec`, made once; fmt "elf32" is elf with --elf32."""
+    def ours(
+        self, src: Path, fmt: str = "kdump", codec: str = "zlib", *, elf32: bool = False,
+        deflate: str = "libdeflate",
+    ) -> Path:  # fmt: skip
+        """`kdumpy convert src OUT --format fmt --codec codec --deflate deflate`, made once; fmt "elf32"
+        is elf with --elf32."""
         if fmt == "elf32":
             fmt, elf32 = "elf", True
-        key = ("ours", src, fmt, codec, elf32)
+        key = ("ours", src, fmt, codec, elf32, deflate)
         if key not in self._made:
             suffix = {"kdump": "kdump", "flat": "flat", "elf": "elf32" if elf32 else "elf"}[fmt]
-            out = self._dir(src) / f"ours-{codec}.{suffix}"
-            args = ["convert", src, out, "--format", fmt, "--codec", codec, "-f"]
+            name = codec if deflate == "libdeflate" else f"{codec}-{deflate}"
+            out = self._dir(src) / f"ours-{name}.{suffix}"
+            args = ["convert", src, out, "--format", fmt, "--codec", codec, "--deflate", deflate, "-f"]
             kdumpy(*args, *(["--elf32"] if elf32 else []), timeout=300)
             self._made[key] = out
         return self._made[key]

@@ -13,7 +13,7 @@ import pytest
 
 from kdumpy.errors import CorruptDumpError, UnsupportedError
 from kdumpy.formats import clib
-from kdumpy.formats.codecs import CODECS, Codec, Packer, codec_for_flag, get_codec
+from kdumpy.formats.codecs import CODECS, DEFLATE, Codec, Packer, codec_for_flag, get_codec
 
 PAGE = 4096
 FLAGS = {"zlib": 0x1, "lzo": 0x2, "snappy": 0x4, "zstd": 0x20, "none": 0}
@@ -71,11 +71,50 @@ def test_compress_many_rejects_partial_pages() -> None:
         get_codec("zlib").compress_many(bytes(PAGE + 1), PAGE)
 
 
-def test_zlib_is_level_1_zlib_wrapped_as_makedumpfile_compress2() -> None:
+def test_zlib_with_libz_is_level_1_zlib_wrapped_as_makedumpfile_compress2() -> None:
     page = sample_pages()[2]
-    out = get_codec("zlib").compress(page)
+    out = get_codec("zlib", deflate="libz").compress(page)
     assert out == zlib.compress(page, 1)
     assert out[0] == 0x78  # RFC 1950 header, not raw deflate
+
+
+def _libdeflate_compress(page: bytes, level: int) -> bytes:
+    """`page` compressed by libdeflate's zlib-format call, made here without kdumpy."""
+    lib = _lib("deflate")
+    lib.libdeflate_alloc_compressor.restype = ctypes.c_void_p
+    lib.libdeflate_zlib_compress.restype = ctypes.c_size_t
+    lib.libdeflate_zlib_compress.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                             ctypes.c_void_p, ctypes.c_size_t]  # fmt: skip
+    lib.libdeflate_free_compressor.argtypes = [ctypes.c_void_p]
+    comp = lib.libdeflate_alloc_compressor(level)
+    out = ctypes.create_string_buffer(2 * PAGE)
+    n = lib.libdeflate_zlib_compress(comp, page, len(page), out, len(out))
+    lib.libdeflate_free_compressor(comp)
+    assert n
+    return out.raw[:n]
+
+
+def test_zlib_pages_are_libdeflate_streams_that_libz_reads() -> None:
+    # tools/setup.sh installs libdeflate0: without it the default would quietly be libz.
+    assert clib.load("libdeflate") is not None, "libdeflate0 is not installed (tools/setup.sh installs it)"
+    codec = get_codec("zlib")
+    assert DEFLATE[0] == "libdeflate" and "libdeflate" in repr(codec)
+    libz = get_codec("zlib", deflate="libz")
+    assert "libz" not in repr(codec) and "zlib" in repr(libz)
+    for page in sample_pages():
+        out = codec.compress(page)
+        assert out == _libdeflate_compress(page, clib.LIBDEFLATE_LEVEL)
+        assert zlib.decompress(out) == page  # CPython's zlib is libz: what crash and makedumpfile call
+        assert codec.decompress(out, PAGE) == page
+    # Its point: fewer bytes than libz's level 1 over the sample's compressible pages.
+    compressible = [p for p in sample_pages() if len(libz.compress(p)) < PAGE]
+    ours = sum(len(codec.compress(p)) for p in compressible)
+    assert ours < sum(len(libz.compress(p)) for p in compressible)
+
+
+def test_unknown_deflate_library_is_refused() -> None:
+    with pytest.raises(UnsupportedError, match="libdeflate, libz"):
+        get_codec("zlib", deflate="isal")
 
 
 def test_unknown_codec_is_unsupported_and_lists_known_names() -> None:
@@ -172,7 +211,7 @@ def _system_compress(name: str, page: bytes) -> bytes:
 
 @pytest.mark.parametrize("name", ["zlib", "lzo", "snappy", "zstd"])
 def test_output_equals_the_c_library_called_as_makedumpfile_does(name: str) -> None:
-    codec: Codec = CODECS[name]
+    codec: Codec = get_codec(name, deflate="libz")
     for page in sample_pages():
         assert codec.compress(page) == _system_compress(name, page)
 
@@ -180,6 +219,7 @@ def test_output_equals_the_c_library_called_as_makedumpfile_does(name: str) -> N
 @pytest.mark.parametrize("name", ["zlib", "lzo", "snappy", "zstd"])
 def test_pypi_fallback_without_the_c_library_round_trips(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(clib._loaded, name, None)
+    monkeypatch.setitem(clib._loaded, "libdeflate", None)  # zlib: libz's bytes then, from CPython's zlib
     codec = type(CODECS[name])()  # no compressor cached yet
     for page in sample_pages():
         out = codec.compress(page)
@@ -193,10 +233,11 @@ def _pages_array(pages: list[bytes]) -> np.ndarray:  # type: ignore[type-arg]
 
 
 # Backends: the C helper over the C library (one call a batch), the C library alone (one ctypes call
-# a page), the PyPI binding. "none" has no library to take away.
+# a page), the PyPI binding. "none" has no library to take away; "zlib" is libdeflate's pages,
+# "zlib/libz" libz's (the PyPI binding of both is CPython's zlib).
 _PACKER_CASES = [
-    (n, b) for n in ("zlib", "lzo", "snappy", "zstd", "none") for b in ("helper", "ctypes", "pypi")
-    if n != "none" or b == "helper"
+    (n, b) for n in ("zlib", "zlib/libz", "lzo", "snappy", "zstd", "none")
+    for b in ("helper", "ctypes", "pypi") if (n != "none" or b == "helper") and (n != "zlib" or b != "pypi")
 ]  # fmt: skip
 
 
@@ -209,9 +250,12 @@ def test_packer_stores_each_page_as_makedumpfile_whatever_the_threads(
         pytest.fail("the C helper kdumpy/_pack.c was not built (tools/setup.sh builds it)")
     if backend != "helper":
         monkeypatch.setattr(clib, "_helper", [None])
+    name, _, deflate = name.partition("/")
     if backend == "pypi":
         monkeypatch.setitem(clib._loaded, name, None)
-    codec = type(CODECS[name])()
+        monkeypatch.setitem(clib._loaded, "libdeflate", None)
+    codec = type(CODECS[name])(deflate) if deflate else type(CODECS[name])()
+    assert name != "zlib" or backend == "pypi" or (deflate or "libdeflate") in repr(codec)
     pages = sample_pages() * 40
     arr = _pages_array(pages)
     index = np.array([i for i in range(len(pages)) if i % 7 != 3], dtype=np.int64)

@@ -785,7 +785,9 @@ def rewrite(src: DiskDump, sink: BytesSink | FileSink, codec: str | None = None)
     w = DiskDumpWriter(
         sink, page_size=src.block_size, max_mapnr=src.max_mapnr, utsname=src.utsname,
         timestamp=src.timestamp, nr_cpus=src.nr_cpus, phys_base=src.phys_base, dump_level=src.dump_level,
-        codec=get_codec(codec) if codec else src.codec, note_data=src.note_data,
+        # Re-encoded as makedumpfile did (zlib by libz), unless another codec is asked for.
+        codec=get_codec(codec) if codec else get_codec(src.codec.name, deflate="libz"),
+        note_data=src.note_data,
         split_range=(src.start_pfn, src.end_pfn) if src.split else None, threads=2,
     )  # fmt: skip
     w.write_bitmaps(src.bitmap1, src.bitmap2)

@@ -24,6 +24,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="zlib",
         help="page compression for kdump and flat (default: zlib)",
     )
+    p.add_argument(
+        "--deflate",
+        choices=("libdeflate", "libz"),
+        default="libdeflate",
+        help="what writes zlib pages: libdeflate (default; faster, smaller; libz when it is not "
+        "installed) or libz (makedumpfile's bytes exactly)",
+    )
     p.add_argument("--elf32", action="store_true", help="write ELF32 (memory must lie below 4 GiB)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")
@@ -50,7 +57,15 @@ def run_convert(args: argparse.Namespace) -> int:
         flat = args.format == "flat" or args.output == "-"
         fmt = "kdump" if args.format == "flat" else args.format
         with DumpOutput(args.output, flattened=flat, force=args.force) as out:
-            res = convert(dump, out.sink, fmt, codec=args.codec, elf32=args.elf32, threads=args.threads)
+            res = convert(
+                dump,
+                out.sink,
+                fmt,
+                codec=args.codec,
+                elf32=args.elf32,
+                threads=args.threads,
+                deflate=args.deflate,
+            )
         incomplete = dump.incomplete or res.pages_incomplete > 0
     if incomplete:
         missing = (

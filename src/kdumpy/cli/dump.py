@@ -18,7 +18,8 @@ import os
 import sys
 
 _USAGE = """usage: kdumpy dump [-c|-l|-p|-z] [-E] [-F] [-d LEVEL] [-f] [-L SIZE] [--num-threads N]
-                   [--message-level N] [--split] [--dry-run] VMCORE [DUMPFILE ...]
+                   [--message-level N] [--split] [--dry-run] [--deflate libdeflate|libz]
+                   VMCORE [DUMPFILE ...]
        kdumpy dump -R DUMPFILE < FLATFILE
        kdumpy dump --dump-dmesg VMCORE LOGFILE
        kdumpy dump --mem-usage VMCORE"""
@@ -79,6 +80,9 @@ def _parser() -> _Parser:
     comp.add_argument("-l", dest="codec", action="store_const", const="lzo", help="compress pages with lzo")
     comp.add_argument("-p", dest="codec", action="store_const", const="snappy", help="with snappy")
     comp.add_argument("-z", dest="codec", action="store_const", const="zstd", help="with zstd")
+    p.add_argument("--deflate", choices=("libdeflate", "libz"), default="libdeflate",
+                   help="what writes -c's zlib pages: libdeflate (default; faster, smaller; libz when "
+                   "it is not installed) or libz (makedumpfile's bytes exactly)")
     p.add_argument("-d", dest="level", default="0", metavar="LEVEL",
                    help="dump level: 1 zero, 2 cache, 4 private cache, 8 user, 16 free pages; "
                    "sum them (31: all); a comma list is tried in turn when -L is hit")
@@ -217,6 +221,7 @@ def _collect(vmcore: str, outputs: list[str], opts: argparse.Namespace, levels: 
             job = DumpJob(
                 dump_level=level,
                 codec=opts.codec or "none",
+                deflate=opts.deflate,
                 elf=opts.elf,
                 flattened=opts.flat,
                 threads=opts.num_threads,

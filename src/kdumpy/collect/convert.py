@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from kdumpy.collect.pipeline import copy_pages
 from kdumpy.errors import KdumpyError, UnsupportedError, UsageError
-from kdumpy.formats.codecs import get_codec
+from kdumpy.formats.codecs import DEFLATE, get_codec
 from kdumpy.formats.diskdump import DiskDumpWriter, Utsname
 from kdumpy.formats.elf import EM_386, ElfCoreWriter, LoadSpec
 from kdumpy.formats.io import Sink
@@ -107,6 +107,7 @@ def kdump_writer(
     threads: int = 1,
     split_range: tuple[int, int] | None = None,
     limit: int | None = None,
+    deflate: str = DEFLATE[0],
 ) -> DiskDumpWriter:
     """A kdump-compressed writer whose headers describe `dump`'s kernel, as makedumpfile fills them."""
     info = dump.vmcoreinfo
@@ -124,7 +125,7 @@ def kdump_writer(
         nr_cpus=len(cpu_notes(dump.notes)),
         phys_base=phys_base,
         dump_level=dump_level,
-        codec=get_codec(codec),
+        codec=get_codec(codec, deflate=deflate),
         note_data=dump.note_data,
         threads=threads,
         split_range=split_range,
@@ -132,14 +133,20 @@ def kdump_writer(
     )
 
 
-def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int) -> None:
+def _write_kdump(dump: Dump, sink: Sink, codec_name: str, threads: int, deflate: str) -> None:
     # No filtering: a kdump input keeps its pfn space and says it was filtered at its own level.
     if isinstance(dump, KdumpDump):
         max_mapnr, dump_level = dump.dd.max_mapnr, dump.dd.dump_level
     else:
         max_mapnr, dump_level = dump.max_pfn, 0
     writer = kdump_writer(
-        dump, sink, codec=codec_name, dump_level=dump_level, max_mapnr=max_mapnr, threads=threads
+        dump,
+        sink,
+        codec=codec_name,
+        dump_level=dump_level,
+        max_mapnr=max_mapnr,
+        threads=threads,
+        deflate=deflate,
     )
     b1, b2, present = _bitmaps(dump, max_mapnr)
     writer.write_bitmaps(b1, b2)
@@ -221,9 +228,17 @@ def _runs_of(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
 
 
 def convert(
-    dump: Dump, sink: Sink, fmt: str, *, codec: str = "zlib", elf32: bool = False, threads: int = 1
+    dump: Dump,
+    sink: Sink,
+    fmt: str,
+    *,
+    codec: str = "zlib",
+    elf32: bool = False,
+    threads: int = 1,
+    deflate: str = DEFLATE[0],
 ) -> ConvertResult:
-    """Write `dump` to `sink` as `fmt` ("elf", or "kdump"/"flat": the sink decides flattening)."""
+    """Write `dump` to `sink` as `fmt` ("elf", or "kdump"/"flat": the sink decides flattening);
+    `deflate` picks the library that writes zlib pages (`kdumpy.formats.codecs.DEFLATE`)."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown output format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if elf32 and fmt != "elf":
@@ -232,7 +247,7 @@ def convert(
     if fmt == "elf":
         _write_elf(dump, sink, 32 if elf32 else 64)
     else:
-        _write_kdump(dump, sink, codec, threads)
+        _write_kdump(dump, sink, codec, threads, deflate)
     counts = dump.page_counts()
     return ConvertResult(
         counts[PageState.PRESENT],

@@ -48,6 +48,8 @@ class DumpJob:
     """-d: page kinds to leave out (`kdumpy.collect.levels`)."""
     codec: str = "none"
     """-c zlib, -l lzo, -p snappy, -z zstd; none (makedumpfile's default: pages stored raw)."""
+    deflate: str = "libdeflate"
+    """--deflate: the library that writes zlib pages (`kdumpy.formats.codecs.DEFLATE`)."""
     elf: bool = False
     """-E: ELF output instead of kdump-compressed."""
     flattened: bool = False
@@ -119,6 +121,7 @@ def _new_writer(
         threads=job.threads,
         split_range=split_range,
         limit=job.limit,
+        deflate=job.deflate,
     )
 
 
@@ -158,8 +161,16 @@ def _write_kdump_part(
         copied = CopyResult()
         messages.start("Copying data")
         try:
-            copy_pages(dump, writer, filt.bitmap2, start, end, threads=job.threads,
-                       progress=lambda done: messages.progress(done, total, ps), result=copied)
+            copy_pages(
+                dump,
+                writer,
+                filt.bitmap2,
+                start,
+                end,
+                threads=job.threads,
+                progress=lambda done: messages.progress(done, total, ps),
+                result=copied,
+            )
         except DumpLimitReached as e:
             result.complete = False
             messages.error(f"Can't write the dump file({out_path}). {e}")

@@ -1,8 +1,11 @@
-"""The C compression libraries makedumpfile links, called through ctypes: liblzo2, libz, libzstd, libsnappy.
+"""The C compression libraries makedumpfile links, called through ctypes: liblzo2, libz, libzstd, libsnappy;
+and libdeflate, which writes zlib-format pages faster and smaller than libz.
 
 Each `PageCompressor` compresses a batch of pages, each page by the call makedumpfile makes
 (`write_kdump_pages_cyclic()`: `lzo1x_1_compress`, `compress2(level 1)`, `ZSTD_compressCCtx(level 1)`,
-`snappy_compress`), so the bytes are the library's, identical to makedumpfile's. The whole batch is
+`snappy_compress`), so the bytes are the library's, identical to makedumpfile's; the "libdeflate"
+compressor writes the same format as libz's (RFC 1950, what every reader's `uncompress()` takes) with
+other bytes (`libdeflate_zlib_compress` at `LIBDEFLATE_LEVEL`). The whole batch is
 one call into kdumpy's C helper (`kdumpy/_pack.c`, built at install, given the libraries' function
 addresses), during which ctypes releases the GIL: no Python per page, and compressors on several
 threads run in parallel. Where the helper was not built, one ctypes call per page does the same.
@@ -18,15 +21,22 @@ import ctypes
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["LIBRARIES", "PageCompressor", "compressor", "helper", "load", "pack_by_page"]
+__all__ = ["LIBDEFLATE_LEVEL", "LIBRARIES", "PageCompressor", "compressor", "helper", "load", "pack_by_page"]
 
 LIBRARIES: dict[str, tuple[str, ...]] = {
     "lzo": ("liblzo2.so.2", "lzo2"),
     "zlib": ("libz.so.1", "z"),
     "zstd": ("libzstd.so.1", "zstd"),
     "snappy": ("libsnappy.so.1", "snappy"),
+    "libdeflate": ("libdeflate.so.0", "deflate"),
 }
-"""Codec name -> (soname tried first, name for ctypes.util.find_library)."""
+"""Codec (or, for libdeflate, deflate library) name -> (soname tried first, name for
+ctypes.util.find_library)."""
+
+LIBDEFLATE_LEVEL = 2
+"""libdeflate's level for zlib pages. On the lab's 5 GiB mixed vmcore, against libz's level 1 (what
+makedumpfile calls): level 2 took 27-42% less time and wrote 1-4% fewer bytes; level 1 was faster
+still but wrote 0.3-0.5% more bytes than libz."""
 
 _loaded: dict[str, ctypes.CDLL | None] = {}
 _helper: list[ctypes.CDLL | None] = []
@@ -93,7 +103,7 @@ class _Packer(ctypes.Structure):
     ]  # fmt: skip
 
 
-_HELPER_CODEC = {"lzo": 1, "zlib": 2, "zstd": 3, "snappy": 4}
+_HELPER_CODEC = {"lzo": 1, "zlib": 2, "zstd": 3, "snappy": 4, "libdeflate": 5}
 
 
 def _address(fn: Any) -> int | None:
@@ -109,8 +119,17 @@ def _setup(codec: str, lib: ctypes.CDLL) -> None:
         # sizeof(lzo_callback_t)); the callback struct is six pointer-sized members.
         lib.lzo_version.restype = ctypes.c_uint
         ptr = ctypes.sizeof(ctypes.c_void_p)
-        args = (ctypes.sizeof(ctypes.c_short), ctypes.sizeof(ctypes.c_int), ctypes.sizeof(ctypes.c_long),
-                4, ctypes.sizeof(_SZ), ptr, ptr, ptr, 6 * ptr)
+        args = (
+            ctypes.sizeof(ctypes.c_short),
+            ctypes.sizeof(ctypes.c_int),
+            ctypes.sizeof(ctypes.c_long),
+            4,
+            ctypes.sizeof(_SZ),
+            ptr,
+            ptr,
+            ptr,
+            6 * ptr,
+        )
         if lib.__lzo_init_v2(lib.lzo_version(), *args) != 0:
             raise RuntimeError("lzo_init() failed")
         fn = lib.lzo1x_1_compress
@@ -142,6 +161,15 @@ def _setup(codec: str, lib: ctypes.CDLL) -> None:
         lib.snappy_compress.restype = ctypes.c_int
         lib.snappy_max_compressed_length.argtypes = [_SZ]
         lib.snappy_max_compressed_length.restype = _SZ
+    elif codec == "libdeflate":
+        lib.libdeflate_alloc_compressor.argtypes = [ctypes.c_int]
+        lib.libdeflate_alloc_compressor.restype = _P
+        lib.libdeflate_free_compressor.argtypes = [_P]
+        lib.libdeflate_free_compressor.restype = None
+        lib.libdeflate_zlib_compress.argtypes = [_P, _P, _SZ, _P, _SZ]
+        lib.libdeflate_zlib_compress.restype = _SZ
+        lib.libdeflate_zlib_compress_bound.argtypes = [_P, _SZ]
+        lib.libdeflate_zlib_compress_bound.restype = _SZ
 
 
 class _ZStream(ctypes.Structure):
@@ -168,6 +196,7 @@ class PageCompressor:
         self._lib = lib
         self._len = _SZ(0)  # lzo_uint / uLongf / size_t out-length, all 64-bit on LP64
         self._cctx: int | None = None
+        self._ldc: int | None = None
         ps = page_size
         if codec == "lzo":
             # LZO1X_1_MEM_COMPRESS = 16384 * lzo_sizeof_dict_t (a pointer); worst case from lzo's FAQ.
@@ -188,6 +217,12 @@ class PageCompressor:
             self.bound = int(lib.ZSTD_compressBound(ps))
         elif codec == "snappy":
             self.bound = int(lib.snappy_max_compressed_length(ps))
+        elif codec == "libdeflate":
+            ldc = lib.libdeflate_alloc_compressor(LIBDEFLATE_LEVEL)
+            if not ldc:
+                raise MemoryError("libdeflate_alloc_compressor failed")
+            self._ldc = int(ldc)
+            self.bound = ps  # asked for less than a page; what does not fit is stored raw
         else:
             raise ValueError(f"no C library for codec {codec!r}")
         """Most bytes one page may take while it is compressed (the output area must have this much
@@ -205,6 +240,8 @@ class PageCompressor:
                 pk.reset = _address(lib.deflateReset)
             elif codec == "zstd":
                 pk.compress, pk.state = _address(lib.ZSTD_compressCCtx), self._cctx
+            elif codec == "libdeflate":
+                pk.compress, pk.state = _address(lib.libdeflate_zlib_compress), self._ldc
             else:
                 pk.compress = _address(lib.snappy_compress)
             self._zero = ctypes.create_string_buffer(self.bound)
@@ -279,6 +316,17 @@ class PageCompressor:
                     n = ps
                 add(n)
                 off += n
+        elif codec == "libdeflate":
+            fn = self._lib.libdeflate_zlib_compress
+            ldc = self._ldc
+            for i in index:
+                page = src + i * ps
+                n = fn(ldc, page, ps, off, ps - 1)
+                if not n:  # does not fit in less than a page
+                    move(off, page, ps)
+                    n = ps
+                add(n)
+                off += n
         else:
             fn = self._lib.snappy_compress
             cap = self.bound
@@ -303,6 +351,8 @@ class PageCompressor:
             cap = int(lib.compressBound(n))
         elif codec == "zstd":
             cap = int(lib.ZSTD_compressBound(n))
+        elif codec == "libdeflate":
+            cap = int(lib.libdeflate_zlib_compress_bound(self._ldc, n))
         else:
             cap = int(lib.snappy_max_compressed_length(n))
         buf = ctypes.create_string_buffer(cap)
@@ -314,6 +364,9 @@ class PageCompressor:
             rc = lib.compress2(buf, ctypes.byref(out), page, n, 1)
         elif codec == "snappy":
             rc = lib.snappy_compress(page, n, buf, ctypes.byref(out))
+        elif codec == "libdeflate":
+            out.value = lib.libdeflate_zlib_compress(self._ldc, page, n, buf, cap)
+            rc = int(out.value == 0)
         else:
             out.value = lib.ZSTD_compressCCtx(self._cctx, buf, cap, page, n, 1)
             rc = int(out.value > cap)
@@ -325,6 +378,9 @@ class PageCompressor:
         if self._cctx is not None:
             self._lib.ZSTD_freeCCtx(self._cctx)
             self._cctx = None
+        if self._ldc is not None:
+            self._lib.libdeflate_free_compressor(self._ldc)
+            self._ldc = None
         zs: _ZStream | None = getattr(self, "_zs", None)
         if zs is not None:
             self._lib.deflateEnd(ctypes.byref(zs))

@@ -1,7 +1,9 @@
 """Page codecs of the kdump-compressed format, by name and by flag: zlib, lzo, snappy, zstd and none.
 
 Each compresses one page exactly as makedumpfile does (`write_kdump_pages_cyclic()`), so that our
-files can equal its files byte for byte, and decompresses with the checks crash applies in
+files can equal its files byte for byte; except zlib, which by default compresses with libdeflate
+(`DEFLATE`): the same zlib format, written faster and smaller than by libz's level 1, with other bytes
+(`get_codec("zlib", deflate="libz")` gives makedumpfile's). Each decompresses with the checks crash applies in
 `cache_page()`: the result must be exactly one page. Decompression never allocates more than the page
 size asked for, whatever a hostile stream claims.
 
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODECS",
+    "DEFLATE",
     "DUMP_DH_COMPRESSED_LZO",
     "DUMP_DH_COMPRESSED_SNAPPY",
     "DUMP_DH_COMPRESSED_ZLIB",
@@ -67,6 +70,11 @@ _MIN_TASK_PAGES = 32  # a Packer batch is split over its threads only in tasks a
 # two threads and the reading thread were measured no faster than one thread, a few percent slower.
 # zlib's 20-40 us per page leaves room to scale. With the helper a whole task runs without the GIL.
 _POOL_CODECS = frozenset({"zlib"})
+
+
+DEFLATE = ("libdeflate", "libz")
+"""The libraries that can write zlib pages, the default first: libdeflate (libdeflate0; libz when it
+is not installed) or libz, as makedumpfile (its bytes exactly)."""
 
 
 def _import(module: str, package: str) -> Any:
@@ -141,11 +149,15 @@ class Codec:
         """The calling thread's batch compressor for pages of `page_size` bytes (C library first)."""
         comp = getattr(self._local, "comp", None)
         if comp is None or comp.page_size != page_size:
-            comp = clib.compressor(self.name, page_size) if self.name != "none" else None
+            comp = clib.compressor(self._library(), page_size) if self.name != "none" else None
             if comp is None:
                 comp = _PyCompressor(self._py_function(page_size), page_size)
             self._local.comp = comp
         return comp
+
+    def _library(self) -> str:
+        """The `clib` library that compresses, by its `clib.LIBRARIES` name."""
+        return self.name
 
     def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
         """The PyPI binding's one-page compress function, as makedumpfile calls its library."""
@@ -210,6 +222,19 @@ class Codec:
 class _Zlib(Codec):
     name = "zlib"
     flag = DUMP_DH_COMPRESSED_ZLIB
+
+    def __init__(self, deflate: str = DEFLATE[0]) -> None:
+        super().__init__()
+        self.deflate = deflate
+        """"libdeflate" or "libz": see `DEFLATE`."""
+
+    def _library(self) -> str:
+        if self.deflate == "libdeflate" and clib.load("libdeflate") is not None:
+            return "libdeflate"
+        return "zlib"
+
+    def __repr__(self) -> str:
+        return f"<Codec zlib ({'libdeflate' if self._library() == 'libdeflate' else 'libz'})>"
 
     def _py_function(self, page_size: int) -> Callable[[bytes], bytes]:
         # makedumpfile: compress2(..., Z_BEST_SPEED), i.e. a zlib-wrapped (RFC 1950) level-1 stream;
@@ -301,13 +326,19 @@ CODECS: dict[str, Codec] = {c.name: c for c in (_Zlib(), _Lzo(), _Snappy(), _Zst
 """Every codec by name."""
 
 _BY_FLAG: dict[int, Codec] = {c.flag: c for c in CODECS.values()}
+_ZLIB_LIBZ = _Zlib("libz")
 
 
-def get_codec(name: str) -> Codec:
-    """The codec called `name`; `UnsupportedError` if unknown or if its library is missing."""
+def get_codec(name: str, *, deflate: str = DEFLATE[0]) -> Codec:
+    """The codec called `name`; `UnsupportedError` if unknown or if its library is missing.
+    `deflate` chooses the library that writes zlib pages (`DEFLATE`)."""
+    if deflate not in DEFLATE:
+        raise UnsupportedError(f"unknown deflate library {deflate!r}; known: {', '.join(DEFLATE)}")
     codec = CODECS.get(name)
     if codec is None:
         raise UnsupportedError(f"unknown codec {name!r}; known: {', '.join(CODECS)}")
+    if codec is CODECS["zlib"] and deflate == "libz":
+        codec = _ZLIB_LIBZ
     codec.check()
     return codec
 

@@ -99,3 +99,30 @@ def test_zlib_dump_is_makedumpfiles_with_libz_and_smaller_with_libdeflate(
     pfns, _ = a.descriptors(0, a.max_mapnr)
     for i in range(0, len(pfns), 8192):
         assert a.read_pages(pfns[i : i + 8192]) == b.read_pages(pfns[i : i + 8192])
+
+
+@pytest.mark.parametrize("level", [16, 31])
+def test_free_cycles_found_from_their_first_pages_filter_as_all_pages_do(
+    vmcore_61_mixed: Path, level: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A cycle of nothing but largest-order free blocks is decided from each block's first struct
+    # page (pipeline._free_cycle); reading every struct page must give the same bitmaps and counts.
+    from kdumpy.collect import pipeline
+
+    taken = []
+    shortcut = pipeline._free_cycle
+
+    def counted(*args: object) -> object:
+        got = shortcut(*args)  # type: ignore[arg-type]
+        taken.append(got is not None)
+        return got
+
+    with open_dump(str(vmcore_61_mixed)) as dump:
+        monkeypatch.setattr(pipeline, "_free_cycle", counted)
+        fast = pipeline.filter_pages(dump, level)
+        monkeypatch.setattr(pipeline, "_free_cycle", lambda *args: None)
+        full = pipeline.filter_pages(dump, level)
+    assert any(taken), "no cycle was all free blocks: the shortcut was not exercised"
+    assert np.array_equal(fast.bitmap1, full.bitmap1)
+    assert np.array_equal(fast.bitmap2, full.bitmap2)
+    assert fast.excluded == full.excluded

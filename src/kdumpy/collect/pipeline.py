@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from kdumpy.errors import KdumpyError
 from kdumpy.memory.dump import Dump, ElfDump, PageState
-from kdumpy.memory.pages import Category, Excluder, MemMap, PageLayout, classify
+from kdumpy.memory.pages import L_FREE, Category, Excluder, MemMap, PageLayout, classify
 
 from .progress import Messages
 
@@ -97,9 +97,11 @@ def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) 
         ram = states != PageState.MISSING
         keep = states == PageState.PRESENT
         if memmap is not None:
-            pages, valid = memmap.read(lo, hi)
-            cat, order = classify(memmap.layout, pages, valid & ram, lo, dump_level)
-            final = excluder.apply(lo, cat, order)
+            found = _free_cycle(memmap, excluder, lo, hi, ram, dump_level)
+            if found is None:
+                pages, valid = memmap.read(lo, hi)
+                found = classify(memmap.layout, pages, valid & ram, lo, dump_level)
+            final = excluder.apply(lo, *found)
             counts += np.bincount(final, minlength=len(Category))
             keep &= final == 0
         # Cycles start on multiples of 8 pfns, so whole bytes are packed in place.
@@ -111,6 +113,36 @@ def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) 
         messages.finish(max_mapnr)
     result.excluded = {c: int(counts[c]) for c in Category if c != Category.KEEP}
     return result
+
+
+def _free_cycle(
+    memmap: MemMap, excluder: Excluder, lo: int, hi: int, ram: npt.NDArray[np.bool_], dump_level: int
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]] | None:
+    """The candidates of a cycle that is nothing but free buddy blocks of the largest order, found
+    from the first struct page of each block; None for any other cycle (then all are read).
+
+    With -d 16 such a block's first page excludes the whole block and the others are not examined
+    (makedumpfile's rule, `Excluder`), so reading their struct pages is wasted: on an idle machine
+    that is most of memory (4.3 of the 4.9 GiB of the lab's 5 GiB vmcore)."""
+    top = (memmap.layout.max_order or 0) - 1
+    if not dump_level & L_FREE or top < 0 or hi - lo != CYCLE_PFNS or lo % (1 << top):
+        return None
+    if excluder.covered_until > lo or not ram.all():
+        return None
+    step = 1 << top
+    heads, valid = memmap.read_every(lo, hi, step)
+    if not valid.all():
+        return None
+    # The same rules decide each first page; pfns are spaced, which only compound pages (not free
+    # ones) would notice.
+    cat, order = classify(memmap.layout, heads, valid, lo, dump_level)
+    if not (np.all(cat == Category.FREE) and np.all(order == top)):
+        return None
+    cat = np.zeros(hi - lo, dtype=np.uint8)
+    order = np.zeros(hi - lo, dtype=np.uint8)
+    cat[::step] = Category.FREE
+    order[::step] = top
+    return cat, order
 
 
 def _memmap(

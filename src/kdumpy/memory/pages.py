@@ -317,6 +317,11 @@ class Excluder:
         self._pending_end = 0  # pfns below this (from an earlier cycle) are covered
         self._pending_cat = 0
 
+    @property
+    def covered_until(self) -> int:
+        """pfns below this are covered by an exclusion begun in an earlier cycle."""
+        return self._pending_end
+
     def apply(
         self, first_pfn: int, cat: npt.NDArray[np.uint8], order: npt.NDArray[np.uint8]
     ) -> npt.NDArray[np.uint8]:
@@ -440,6 +445,26 @@ class MemMap:
                 i = pfn - lo
                 if paddr is not None and self._read_into(paddr, raw[i * size : (i + count) * size]):
                     valid[i : i + count] = True
+        raw.reshape(n, size)[~valid] = 0
+        return raw.view(self.layout.dtype), valid
+
+    def read_every(self, lo: int, hi: int, step: int) -> tuple[npt.NDArray[np.void], npt.NDArray[np.bool_]]:
+        """As `read`, for the pfns lo, lo + step, ... below hi only (a struct page each, the ones
+        between not read)."""
+        size = self.layout.size
+        n = -(-(hi - lo) // step)
+        raw = np.zeros(n * size, dtype=np.uint8)
+        valid = np.zeros(n, dtype=np.bool_)
+        pps = self.pages_per_section
+        for s in self.sections[lo // pps : -(-hi // pps)]:
+            a, b = max(lo, s.first_pfn), min(hi, s.last_pfn)
+            if a >= b or not s.mem_map:
+                continue
+            for paddr, pfn, count in self._pieces(s.mem_map + (a - s.first_pfn) * size, a, b - a):
+                first = lo + -(-(pfn - lo) // step) * step
+                for at in range(first, pfn + count, step) if paddr is not None else ():
+                    i = (at - lo) // step
+                    valid[i] = self._read_into(paddr + (at - pfn) * size, raw[i * size : (i + 1) * size])
         raw.reshape(n, size)[~valid] = 0
         return raw.view(self.layout.dtype), valid
 

@@ -461,8 +461,10 @@ class MemMap:
             if a >= b or not s.mem_map:
                 continue
             for paddr, pfn, count in self._pieces(s.mem_map + (a - s.first_pfn) * size, a, b - a):
+                if paddr is None:
+                    continue
                 first = lo + -(-(pfn - lo) // step) * step
-                for at in range(first, pfn + count, step) if paddr is not None else ():
+                for at in range(first, pfn + count, step):
                     i = (at - lo) // step
                     valid[i] = self._read_into(paddr + (at - pfn) * size, raw[i * size : (i + 1) * size])
         raw.reshape(n, size)[~valid] = 0

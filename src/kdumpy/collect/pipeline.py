@@ -96,7 +96,8 @@ def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) 
         states = dump.page_states(lo, hi)
         ram = states != PageState.MISSING
         keep = states == PageState.PRESENT
-        if memmap is not None:
+        # A cycle without RAM (a hole: 8 cycles of the 5 GiB lab guest's) has nothing to classify.
+        if memmap is not None and (ram.any() or excluder.covered_until > lo):
             found = _free_cycle(memmap, excluder, lo, hi, ram, dump_level)
             if found is None:
                 pages, valid = memmap.read(lo, hi)

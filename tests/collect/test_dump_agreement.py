@@ -126,3 +126,32 @@ def test_free_cycles_found_from_their_first_pages_filter_as_all_pages_do(
     assert np.array_equal(fast.bitmap1, full.bitmap1)
     assert np.array_equal(fast.bitmap2, full.bitmap2)
     assert fast.excluded == full.excluded
+
+
+@pytest.mark.parametrize("level", [1, 31])
+def test_short_of_memory_the_dump_is_the_same_in_smaller_cycles_and_batches(
+    vmcore_61_mixed: Path, level: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdumpy.collect import dump as dump_module
+    from kdumpy.collect import pipeline
+
+    sizes: list[int] = []
+    filter_pages, copy_pages = pipeline.filter_pages, pipeline.copy_pages
+
+    def filtering(*args: object, cycle: int, **kw: object) -> object:
+        sizes.append(cycle)
+        return filter_pages(*args, cycle=cycle, **kw)  # type: ignore[arg-type]
+
+    def copying(*args: object, batch: int, **kw: object) -> object:
+        sizes.append(batch)
+        return copy_pages(*args, batch=batch, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dump_module, "_memory_is_short", lambda: True)
+    monkeypatch.setattr(dump_module, "filter_pages", filtering)
+    monkeypatch.setattr(dump_module, "copy_pages", copying)
+    theirs, ours = tmp_path / "makedumpfile.kdump", tmp_path / "kdumpy.kdump"
+    _makedumpfile(vmcore_61_mixed, level, theirs)
+    with open_dump(str(vmcore_61_mixed)) as dump:
+        run_dump(dump, [str(ours)], DumpJob(dump_level=level, codec="lzo", threads=1))
+    assert sizes == [pipeline.SMALL_CYCLE_PFNS, pipeline.SMALL_BATCH_PAGES]
+    assert ours.read_bytes() == theirs.read_bytes()

@@ -23,6 +23,10 @@ from kdumpy.memory.pages import Category
 
 from .levels import DL_EXCLUDE_ZERO, REPORT_NAMES
 from .pipeline import (
+    BATCH_PAGES,
+    CYCLE_PFNS,
+    SMALL_BATCH_PAGES,
+    SMALL_CYCLE_PFNS,
     CopyResult,
     FilterResult,
     copy_pages,
@@ -147,6 +151,7 @@ def _write_kdump_part(
     split_range: tuple[int, int] | None,
     messages: Messages,
     result: DumpResult,
+    batch: int,
 ) -> None:
     from kdumpy.formats.diskdump import DumpLimitReached
 
@@ -170,6 +175,7 @@ def _write_kdump_part(
                 threads=job.threads,
                 progress=lambda done: messages.progress(done, total, ps),
                 result=copied,
+                batch=batch,
             )
         except DumpLimitReached as e:
             result.complete = False
@@ -244,19 +250,36 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
         raise UsageError("--num-threads must be 0 or more")
     t0 = time.monotonic()
     _keep_freed_memory()
-    filt = filter_pages(dump, job.dump_level, messages)
+    cycle, batch = (SMALL_CYCLE_PFNS, SMALL_BATCH_PAGES) if _memory_is_short() else (CYCLE_PFNS, BATCH_PAGES)
+    filt = filter_pages(dump, job.dump_level, messages, cycle=cycle)
     excluded = dict(filt.excluded)
     excluded[Category.ZERO] = 0
     result = DumpResult(filt.max_mapnr, original_pages(dump, filt), excluded, notes=list(filt.notes))
     if job.elf:
         _write_elf(dump, filt, job, outputs[0], messages, result)
     elif len(outputs) == 1:
-        _write_kdump_part(dump, filt, job, outputs[0], None, messages, result)
+        _write_kdump_part(dump, filt, job, outputs[0], None, messages, result, batch)
     else:
         for path, rng in zip(outputs, split_points(filt.bitmap2, filt.max_mapnr, len(outputs)), strict=True):
-            _write_kdump_part(dump, filt, job, path, rng, messages, result)
+            _write_kdump_part(dump, filt, job, path, rng, messages, result, batch)
     result.seconds = time.monotonic() - t0
     return result
+
+
+SHORT_OF_MEMORY = 128 << 20
+"""MemAvailable below which the collector works in smaller cycles and batches (a capture kernel's
+crashkernel=128M leaves about 50 MiB, 112M about 35 MiB)."""
+
+
+def _memory_is_short() -> bool:
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024 < SHORT_OF_MEMORY
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 # glibc mallopt() parameters (malloc.h).

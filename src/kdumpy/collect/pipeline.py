@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH_PAGES",
     "CYCLE_PFNS",
+    "SMALL_BATCH_PAGES",
+    "SMALL_CYCLE_PFNS",
     "CopyResult",
     "FilterResult",
     "PageReader",
@@ -54,6 +56,9 @@ CYCLE_PFNS = 32768
 BATCH_PAGES = 1024
 """Pages read, checked, compressed and written at once (4 MiB of 4 KiB pages): large enough that the
 per-batch work (a few numpy calls, one write of data, one of descriptors) is small beside the pages'."""
+SMALL_CYCLE_PFNS, SMALL_BATCH_PAGES = 8192, 256
+"""The same where memory is short (a capture kernel with a small crashkernel=): some MiB less at
+the peak, for more per-cycle and per-batch work."""
 _CLASSIFY_LEVELS = 0x1E  # any of -d 2, 4, 8, 16 needs the struct pages
 
 
@@ -79,8 +84,11 @@ class FilterResult:
         return int(np.unpackbits(self.bitmap2).sum())
 
 
-def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) -> FilterResult:
-    """Pass 1: bitmaps and per-category counts for `dump_level`."""
+def filter_pages(
+    dump: Dump, dump_level: int, messages: Messages | None = None, *, cycle: int = CYCLE_PFNS
+) -> FilterResult:
+    """Pass 1: bitmaps and per-category counts for `dump_level`, `cycle` pfns at a time (a multiple
+    of 8)."""
     max_mapnr = dump.max_pfn
     nbytes = -(-max_mapnr // 8)
     b1 = np.zeros(nbytes, dtype=np.uint8)
@@ -91,8 +99,8 @@ def filter_pages(dump: Dump, dump_level: int, messages: Messages | None = None) 
     excluder = Excluder(max_mapnr)
     if messages:
         messages.start("Excluding unnecessary pages")
-    for lo in range(0, max_mapnr, CYCLE_PFNS):
-        hi = min(max_mapnr, lo + CYCLE_PFNS)
+    for lo in range(0, max_mapnr, cycle):
+        hi = min(max_mapnr, lo + cycle)
         states = dump.page_states(lo, hi)
         ram = states != PageState.MISSING
         keep = states == PageState.PRESENT
@@ -126,7 +134,7 @@ def _free_cycle(
     (makedumpfile's rule, `Excluder`), so reading their struct pages is wasted: on an idle machine
     that is most of memory (4.3 of the 4.9 GiB of the lab's 5 GiB vmcore)."""
     top = (memmap.layout.max_order or 0) - 1
-    if not dump_level & L_FREE or top < 0 or hi - lo != CYCLE_PFNS or lo % (1 << top):
+    if not dump_level & L_FREE or top < 0 or (hi - lo) % (1 << top) or lo % (1 << top):
         return None
     if excluder.covered_until > lo or not ram.all():
         return None
@@ -235,15 +243,17 @@ class PageReader:
 
 
 def read_batches(
-    dump: Dump, bitmap2: npt.NDArray[np.uint8], start: int, end: int, *, buffers: int = 1
-) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]]:
-    """(pfns, pages) of each batch of dumpable pages of [start, end): pages is len(pfns) x page_size,
-    in one of `buffers` buffers used in turn, so it stays valid for `buffers - 1` more batches."""
+    dump: Dump, bitmap2: npt.NDArray[np.uint8], start: int, end: int, *, buffers: int = 1,
+    batch: int = BATCH_PAGES,
+) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]]:  # fmt: skip
+    """(pfns, pages) of each batch of (at most `batch`) dumpable pages of [start, end): pages is
+    len(pfns) x page_size, in one of `buffers` buffers used in turn, so it stays valid for
+    `buffers - 1` more batches."""
     reader = PageReader(dump)
     ring: list[npt.NDArray[np.uint8]] = []
-    for k, pfns in enumerate(dumpable_batches(bitmap2, start, end)):
+    for k, pfns in enumerate(dumpable_batches(bitmap2, start, end, batch)):
         if len(ring) < buffers:
-            ring.append(np.empty((BATCH_PAGES, dump.page_size), dtype=np.uint8))
+            ring.append(np.empty((batch, dump.page_size), dtype=np.uint8))
         pages = ring[k % buffers][: len(pfns)]
         reader.read(pfns, pages)
         yield pfns, pages
@@ -269,6 +279,7 @@ def copy_pages(
     threads: int = 0,
     progress: Callable[[int], None] | None = None,
     result: CopyResult | None = None,
+    batch: int = BATCH_PAGES,
 ) -> CopyResult:
     """Write the pages of [start, end) set in `bitmap2` through `writer` (after its bitmaps).
 
@@ -300,7 +311,7 @@ def copy_pages(
             progress(result.pages)
 
     try:
-        for pfns, pages in read_batches(dump, bitmap2, start, end, buffers=depth + 1):
+        for pfns, pages in read_batches(dump, bitmap2, start, end, buffers=depth + 1, batch=batch):
             pending.append((pfns, packer.submit(pages, exclude_zero=share_zero)))
             if len(pending) > depth:
                 flush()

@@ -37,3 +37,14 @@ def test_unknown_command_still_lists_every_command(capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     for command in cli.COMMANDS:
         assert command in err
+
+
+@pytest.mark.parametrize("command", sorted(cli.COMMANDS))
+def test_help_says_usage_once(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        rc = cli.main([command, "--help"])  # `dump` parses its own options, as makedumpfile
+    except SystemExit as e:
+        rc = e.code  # argparse's --help
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: kdumpy {command}") and "usage: usage" not in out

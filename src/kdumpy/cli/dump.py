@@ -17,7 +17,8 @@ import argparse
 import os
 import sys
 
-_USAGE = """usage: kdumpy dump [-c|-l|-p|-z] [-E] [-F] [-d LEVEL] [-f] [-L SIZE] [--num-threads N]
+# argparse puts "usage: " in front.
+_USAGE = """kdumpy dump [-c|-l|-p|-z] [-E] [-F] [-d LEVEL] [-f] [-L SIZE] [--num-threads N]
                    [--message-level N] [--split] [--dry-run] [--deflate libdeflate|libz]
                    VMCORE [DUMPFILE ...]
        kdumpy dump -R DUMPFILE < FLATFILE

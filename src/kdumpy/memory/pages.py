@@ -436,15 +436,10 @@ class MemMap:
             self._buf = np.empty(n * size, dtype=np.uint8)
         raw = self._buf[: n * size]
         valid = np.zeros(n, dtype=np.bool_)
-        pps = self.pages_per_section
-        for s in self.sections[lo // pps : -(-hi // pps)]:
-            a, b = max(lo, s.first_pfn), min(hi, s.last_pfn)
-            if a >= b or not s.mem_map:
-                continue
-            for paddr, pfn, count in self._pieces(s.mem_map + (a - s.first_pfn) * size, a, b - a):
-                i = pfn - lo
-                if paddr is not None and self._read_into(paddr, raw[i * size : (i + count) * size]):
-                    valid[i : i + count] = True
+        for paddr, pfn, count in self._mapped(lo, hi):
+            i = pfn - lo
+            if self._read_into(paddr, raw[i * size : (i + count) * size]):
+                valid[i : i + count] = True
         raw.reshape(n, size)[~valid] = 0
         return raw.view(self.layout.dtype), valid
 
@@ -455,20 +450,26 @@ class MemMap:
         n = -(-(hi - lo) // step)
         raw = np.zeros(n * size, dtype=np.uint8)
         valid = np.zeros(n, dtype=np.bool_)
+        for paddr, pfn, count in self._mapped(lo, hi):
+            first = lo + -(-(pfn - lo) // step) * step
+            for at in range(first, pfn + count, step):
+                i = (at - lo) // step
+                valid[i] = self._read_into(paddr + (at - pfn) * size, raw[i * size : (i + 1) * size])
+        raw.reshape(n, size)[~valid] = 0
+        return raw.view(self.layout.dtype), valid
+
+    def _mapped(self, lo: int, hi: int) -> Iterator[tuple[int, int, int]]:
+        """(paddr, first pfn, count) of the struct pages of pfns [lo, hi) that are mapped, in pieces
+        none of which crosses a page-table mapping."""
+        size = self.layout.size
         pps = self.pages_per_section
         for s in self.sections[lo // pps : -(-hi // pps)]:
             a, b = max(lo, s.first_pfn), min(hi, s.last_pfn)
             if a >= b or not s.mem_map:
                 continue
             for paddr, pfn, count in self._pieces(s.mem_map + (a - s.first_pfn) * size, a, b - a):
-                if paddr is None:
-                    continue
-                first = lo + -(-(pfn - lo) // step) * step
-                for at in range(first, pfn + count, step):
-                    i = (at - lo) // step
-                    valid[i] = self._read_into(paddr + (at - pfn) * size, raw[i * size : (i + 1) * size])
-        raw.reshape(n, size)[~valid] = 0
-        return raw.view(self.layout.dtype), valid
+                if paddr is not None:
+                    yield paddr, pfn, count
 
     def _read_into(self, paddr: int, out: npt.NDArray[np.uint8]) -> bool:
         """Fill `out` from `paddr`; False when part of it is not in the dump (those pages are kept)."""

@@ -46,7 +46,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ src/kdumpy/_pack.c 
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   # The build is optional (kdumpy runs without it), so a failed compile would leave an old helper.
-  so=$(ls -t src/kdumpy/_pack.*.so 2>/dev/null | head -1)
+  so=$(ls -t src/kdumpy/_pack.*.so 2>/dev/null | head -1 || true)
   if [ -z "$so" ] || [ src/kdumpy/_pack.c -nt "$so" ]; then
     echo "setup: src/kdumpy/_pack.c did not build (pip install -v -e . shows why)" >&2
     exit 1

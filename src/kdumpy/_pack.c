@@ -51,6 +51,15 @@ struct zstream {
 #define Z_FINISH 4
 #define Z_STREAM_END 1
 
+/* What this file implements, checked by kdumpy.formats.clib.helper(): an older build left in place
+ * (the build is optional) must not be used for codecs it does not know. */
+#define KDUMPY_PACK_ABI 2
+
+int64_t kdumpy_pack_abi(void)
+{
+	return KDUMPY_PACK_ABI;
+}
+
 /* One thread's compressor; the layout is mirrored by kdumpy.formats.clib._Packer. */
 struct kdumpy_packer {
 	int64_t codec;
@@ -127,6 +136,8 @@ static size_t store_one(const struct kdumpy_packer *pk, const uint8_t *page, uin
 		n = ((libdeflate_zlib_fn)pk->compress)(pk->state, page, ps, dst, ps - 1);
 		ok = n != 0;
 		break;
+	default:
+		return 0; /* not a codec: kdumpy_pack() refuses it */
 	}
 	if (!ok || n >= ps) {
 		memmove(dst, page, ps);
@@ -139,7 +150,7 @@ static size_t store_one(const struct kdumpy_packer *pk, const uint8_t *page, uin
  * Store the pages src + index[i] * page_size (i < count; index NULL means 0..count-1) back to back
  * from dst, each page's stored size in sizes[i]. With exclude_zero, an all-zero page is not stored
  * and its size is 0 (a stored page takes at least one byte). dst needs
- * count * page_size + bound - page_size bytes. Returns the bytes stored.
+ * count * page_size + bound - page_size bytes. Returns the bytes stored, or -1 for an unknown codec.
  */
 int64_t kdumpy_pack(struct kdumpy_packer *pk, const uint8_t *src, const int64_t *index, int64_t count,
                     uint8_t *dst, int64_t *sizes, int64_t exclude_zero)
@@ -147,6 +158,8 @@ int64_t kdumpy_pack(struct kdumpy_packer *pk, const uint8_t *src, const int64_t 
 	size_t ps = (size_t)pk->page_size;
 	uint8_t *out = dst;
 
+	if (pk->codec < CODEC_LZO || pk->codec > CODEC_LIBDEFLATE)
+		return -1;
 	for (int64_t i = 0; i < count; i++) {
 		const uint8_t *page = src + (size_t)(index ? index[i] : i) * ps;
 		size_t n;

@@ -7,6 +7,7 @@ import ctypes.util
 import os
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,7 +101,7 @@ def test_zlib_pages_are_libdeflate_streams_that_libz_reads() -> None:
     codec = get_codec("zlib")
     assert DEFLATE[0] == "libdeflate" and "libdeflate" in repr(codec)
     libz = get_codec("zlib", deflate="libz")
-    assert "libz" not in repr(codec) and "zlib" in repr(libz)
+    assert "(libdeflate)" in repr(codec) and "(libz)" in repr(libz)
     for page in sample_pages():
         out = codec.compress(page)
         assert out == _libdeflate_compress(page, clib.LIBDEFLATE_LEVEL)
@@ -320,3 +321,25 @@ def test_packer_takes_a_strided_batch_as_its_copy() -> None:
     assert b"".join(map(bytes, got.pieces)) == want_bytes
     with pytest.raises(ValueError, match="whole batch"):
         packer.pack(arr, np.arange(2), exclude_zero=True)
+
+
+@pytest.mark.parametrize(
+    ("source", "loads"),
+    [
+        ("long kdumpy_pack(void) { return 0; }", False),  # before the ABI number
+        ("long kdumpy_pack(void) { return 0; } long kdumpy_pack_abi(void) { return 1; }", False),
+        ("long kdumpy_pack(void) { return 0; } long kdumpy_pack_abi(void) { return %d; }", True),
+    ],
+    ids=["no-abi", "older-abi", "this-abi"],
+)
+def test_only_the_helper_of_this_version_is_used(source: str, loads: bool, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.fail("gcc is not installed (tools/setup.sh installs it)")
+    c, so = tmp_path / "old.c", tmp_path / "old.so"
+    c.write_text(source.replace("%d", str(clib._HELPER_ABI)))
+    subprocess.run([gcc, "-shared", "-fPIC", "-o", str(so), str(c)], check=True, timeout=60)
+    assert (clib._open_helper(str(so)) is not None) is loads

@@ -19,7 +19,7 @@ from tests.foreign.conftest import tool
 from kdumpy.collect.dump import DumpJob, run_dump
 from kdumpy.formats.diskdump import DiskDump
 from kdumpy.formats.io import FileSource
-from kdumpy.memory.dump import open_dump
+from kdumpy.memory.dump import PageState, open_dump
 from kdumpy.memory.pages import Category
 
 pytestmark = [pytest.mark.foreign, pytest.mark.lab]
@@ -102,27 +102,38 @@ def test_zlib_dump_is_makedumpfiles_with_libz_and_smaller_with_libdeflate(
 
 
 @pytest.mark.parametrize("level", [16, 31])
-def test_free_cycles_found_from_their_first_pages_filter_as_all_pages_do(
+def test_settled_cycles_filter_as_all_pages_do(
     vmcore_61_mixed: Path, level: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A cycle of nothing but largest-order free blocks is decided from each block's first struct
-    # page (pipeline._free_cycle); reading every struct page must give the same bitmaps and counts.
+    # Cycles of nothing but largest-order free blocks are decided from each block's first struct
+    # page, and cycles without RAM not at all (pipeline._settled_cycle); reading and classifying every
+    # struct page must give the same bitmaps and counts. The 1 GiB guest has no hole: one is made.
     from kdumpy.collect import pipeline
 
     taken = []
-    shortcut = pipeline._free_cycle
+    settled = pipeline._settled_cycle
 
     def counted(*args: object) -> object:
-        got = shortcut(*args)  # type: ignore[arg-type]
-        taken.append(got is not None)
+        got = settled(*args)  # type: ignore[arg-type]
+        taken.append(got is not None and bool(got[0].any()))  # a free cycle, not the hole
         return got
 
+    hole = (3 * pipeline.CYCLE_PFNS, 4 * pipeline.CYCLE_PFNS)
     with open_dump(str(vmcore_61_mixed)) as dump:
-        monkeypatch.setattr(pipeline, "_free_cycle", counted)
+        states = dump.page_states
+
+        def with_hole(lo: int, hi: int) -> np.ndarray:  # type: ignore[type-arg]
+            out = states(lo, hi).copy()
+            out[max(hole[0], lo) - lo : max(0, min(hole[1], hi) - lo)] = PageState.MISSING
+            return out
+
+        monkeypatch.setattr(dump, "page_states", with_hole)
+        monkeypatch.setattr(pipeline, "_settled_cycle", counted)
         fast = pipeline.filter_pages(dump, level)
-        monkeypatch.setattr(pipeline, "_free_cycle", lambda *args: None)
+        monkeypatch.setattr(pipeline, "_settled_cycle", lambda *args: None)
         full = pipeline.filter_pages(dump, level)
     assert any(taken), "no cycle was all free blocks: the shortcut was not exercised"
+    assert not np.unpackbits(fast.bitmap1, bitorder="little")[hole[0] : hole[1]].any()
     assert np.array_equal(fast.bitmap1, full.bitmap1)
     assert np.array_equal(fast.bitmap2, full.bitmap2)
     assert fast.excluded == full.excluded

@@ -176,3 +176,22 @@ def test_masked_view_reports_and_counts_only_the_mask(tmp_path: Path) -> None:
         assert view.page_counts()[PageState.PRESENT] == 2
         assert view.page_counts()[PageState.EXCLUDED] == 14
         assert dump.page_counts()[PageState.PRESENT] == 16
+
+
+def test_cli_without_libdeflate_says_so_and_writes_libz_pages(
+    vmcore: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    libz, fallback = tmp_path / "libz", tmp_path / "fallback"
+    assert main(["dump", "-c", "-d", "1", "--deflate", "libz", str(vmcore), str(libz)]) == 0
+    from kdumpy.formats import clib, codecs
+
+    monkeypatch.setitem(clib._loaded, "libdeflate", None)  # as if libdeflate0 were not installed
+    monkeypatch.setitem(codecs.CODECS, "zlib", type(codecs.CODECS["zlib"])())  # no compressor cached yet
+    capsys.readouterr()
+    assert main(["dump", "-c", "-d", "1", str(vmcore), str(fallback)]) == 0
+    assert "libdeflate is not installed" in capsys.readouterr().out
+    with open_dump(str(libz)) as a, open_dump(str(fallback)) as b:
+        for pfn in range(a.max_pfn):
+            if a.page_states(pfn, pfn + 1)[0] == 0:  # present
+                assert a.read_pages(pfn, 1) == b.read_pages(pfn, 1)
+    assert libz.stat().st_size == fallback.stat().st_size

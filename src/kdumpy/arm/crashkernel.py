@@ -672,10 +672,11 @@ def reservation(root: Root) -> Reservation:
     return Reservation(size, tuple(regions), loaded)
 
 
-# Measured in the lab (docs/arming.md): with crashkernel=128M the Debian 6.1 capture kernel has
-# MemTotal 77 MB and python3 runs with 37 MB free; 96M leaves 8 MB (too tight); 64M cannot even load
-# the kernel. kdumpy's collector (python + numpy, bounded cycles) wants some 60 MB more than a bare
-# python3, hence 192M for small machines; page-table and ELF-header needs grow with RAM after that.
+# Measured in the lab (docs/arming.md, docs/collector.md): with crashkernel=128M the Debian 6.1
+# capture kernel has MemTotal 77 MB and python3 runs with 37 MB free; 96M leaves 8 MB (too tight); 64M
+# cannot even load the kernel. kdumpy's collector (python + numpy, bounded cycles) succeeds from 112M;
+# 192M for small machines leaves room for the page cache of the dump being written, and page-table
+# and ELF-header needs grow with RAM after that.
 RECOMMENDED = "1G-4G:192M,4G-64G:256M,64G-1T:512M,1T-:1G"
 
 

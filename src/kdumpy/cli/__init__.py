@@ -29,6 +29,19 @@ COMMANDS = {
 }  # fmt: skip
 
 
+def add_deflate_option(p: argparse.ArgumentParser) -> None:
+    """`--deflate`, the library that writes zlib pages, as `dump` and `convert` take it."""
+    from kdumpy.formats.codecs import DEFLATE
+
+    p.add_argument(
+        "--deflate",
+        choices=DEFLATE,
+        default=DEFLATE[0],
+        help="what writes zlib pages: libdeflate (default; faster, smaller; libz when it is not "
+        "installed) or libz (makedumpfile's bytes exactly)",
+    )
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of `command`'s group only."""
     parser = argparse.ArgumentParser(

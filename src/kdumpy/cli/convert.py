@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from kdumpy.cli import add_deflate_option
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -24,13 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="zlib",
         help="page compression for kdump and flat (default: zlib)",
     )
-    p.add_argument(
-        "--deflate",
-        choices=("libdeflate", "libz"),
-        default="libdeflate",
-        help="what writes zlib pages: libdeflate (default; faster, smaller; libz when it is not "
-        "installed) or libz (makedumpfile's bytes exactly)",
-    )
+    add_deflate_option(p)
     p.add_argument("--elf32", action="store_true", help="write ELF32 (memory must lie below 4 GiB)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="compression threads (default 1)")
     p.add_argument("-f", "--force", action="store_true", help="overwrite OUT if it exists")

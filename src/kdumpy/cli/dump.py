@@ -1,7 +1,7 @@
 """`kdumpy dump`: makedumpfile's command line, so kdumpy can be the core collector.
 
     kdumpy dump [-c|-l|-p|-z] [-E] [-d LEVEL] [-f] [-L SIZE] [--num-threads N] [--message-level N]
-                VMCORE DUMPFILE
+                [--deflate libdeflate|libz] VMCORE DUMPFILE
     kdumpy dump -F [...] VMCORE > FLATFILE          kdumpy dump -R DUMPFILE < FLATFILE
     kdumpy dump --split [...] VMCORE DUMPFILE1 DUMPFILE2 ...
     kdumpy dump --dump-dmesg VMCORE LOGFILE          kdumpy dump --mem-usage VMCORE
@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from kdumpy.cli import add_deflate_option
 
 # argparse puts "usage: " in front.
 _USAGE = """kdumpy dump [-c|-l|-p|-z] [-E] [-F] [-d LEVEL] [-f] [-L SIZE] [--num-threads N]
@@ -81,9 +83,7 @@ def _parser() -> _Parser:
     comp.add_argument("-l", dest="codec", action="store_const", const="lzo", help="compress pages with lzo")
     comp.add_argument("-p", dest="codec", action="store_const", const="snappy", help="with snappy")
     comp.add_argument("-z", dest="codec", action="store_const", const="zstd", help="with zstd")
-    p.add_argument("--deflate", choices=("libdeflate", "libz"), default="libdeflate",
-                   help="what writes -c's zlib pages: libdeflate (default; faster, smaller; libz when "
-                   "it is not installed) or libz (makedumpfile's bytes exactly)")
+    add_deflate_option(p)
     p.add_argument("-d", dest="level", default="0", metavar="LEVEL",
                    help="dump level: 1 zero, 2 cache, 4 private cache, 8 user, 16 free pages; "
                    "sum them (31: all); a comma list is tried in turn when -L is hit")
@@ -245,7 +245,7 @@ def _collect(vmcore: str, outputs: list[str], opts: argparse.Namespace, levels: 
 
 
 def _dry_run(vmcore: str, level: int, opts: argparse.Namespace, messages: object) -> int:
-    from kdumpy.collect.dump import DumpResult
+    from kdumpy.collect.dump import DumpResult, work_sizes
     from kdumpy.collect.pipeline import filter_pages, original_pages
     from kdumpy.collect.progress import Messages
     from kdumpy.memory.dump import open_dump
@@ -253,7 +253,7 @@ def _dry_run(vmcore: str, level: int, opts: argparse.Namespace, messages: object
 
     assert isinstance(messages, Messages)
     with open_dump(vmcore) as dump:
-        filt = filter_pages(dump, level, messages)
+        filt = filter_pages(dump, level, messages, cycle=work_sizes()[0])
         ex = dict(filt.excluded)
         ex[Category.ZERO] = 0
         result = DumpResult(filt.max_mapnr, original_pages(dump, filt), ex)

@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from kdumpy.errors import UsageError
-from kdumpy.formats.codecs import zero_pages
+from kdumpy.formats import clib
+from kdumpy.formats.codecs import DEFLATE, get_codec, zero_pages
 from kdumpy.memory.dump import Dump
 from kdumpy.memory.pages import Category
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from kdumpy.formats.diskdump import DiskDumpWriter
     from kdumpy.formats.io import Sink
 
-__all__ = ["DumpJob", "DumpResult", "mem_usage", "run_dump", "split_points"]
+__all__ = ["DumpJob", "DumpResult", "mem_usage", "run_dump", "split_points", "work_sizes"]
 
 
 @dataclass
@@ -52,7 +53,7 @@ class DumpJob:
     """-d: page kinds to leave out (`kdumpy.collect.levels`)."""
     codec: str = "none"
     """-c zlib, -l lzo, -p snappy, -z zstd; none (makedumpfile's default: pages stored raw)."""
-    deflate: str = "libdeflate"
+    deflate: str = DEFLATE[0]
     """--deflate: the library that writes zlib pages (`kdumpy.formats.codecs.DEFLATE`)."""
     elf: bool = False
     """-E: ELF output instead of kdump-compressed."""
@@ -197,8 +198,9 @@ def _count_bits(bitmap: npt.NDArray[np.uint8], start: int, end: int) -> int:
 
 
 def _write_elf(
-    dump: Dump, filt: FilterResult, job: DumpJob, out_path: str, messages: Messages, result: DumpResult
-) -> None:
+    dump: Dump, filt: FilterResult, job: DumpJob, out_path: str, messages: Messages, result: DumpResult,
+    batch: int,
+) -> None:  # fmt: skip
     from kdumpy.collect.convert import convert
 
     from .output import DumpOutput
@@ -208,7 +210,7 @@ def _write_elf(
         # the dumpable pages are read twice, as makedumpfile does.
         messages.start("Excluding zero pages")
         bits = np.unpackbits(filt.bitmap2, bitorder="little")
-        for pfns, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr):
+        for pfns, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr, batch=batch):
             z = pfns[zero_pages(pages)]
             bits[z] = 0
             result.excluded[Category.ZERO] += len(z)
@@ -248,15 +250,18 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
         raise UsageError("--split cannot be combined with -F")
     if job.threads < 0:
         raise UsageError("--num-threads must be 0 or more")
+    get_codec(job.codec, deflate=job.deflate)  # before the filter pass: a missing library fails at once
+    if job.codec == "zlib" and job.deflate == "libdeflate" and clib.load("libdeflate") is None:
+        messages.common_once("kdumpy: libdeflate is not installed: zlib pages are written by libz")
     t0 = time.monotonic()
     _keep_freed_memory()
-    cycle, batch = (SMALL_CYCLE_PFNS, SMALL_BATCH_PAGES) if _memory_is_short() else (CYCLE_PFNS, BATCH_PAGES)
+    cycle, batch = work_sizes()
     filt = filter_pages(dump, job.dump_level, messages, cycle=cycle)
     excluded = dict(filt.excluded)
     excluded[Category.ZERO] = 0
     result = DumpResult(filt.max_mapnr, original_pages(dump, filt), excluded, notes=list(filt.notes))
     if job.elf:
-        _write_elf(dump, filt, job, outputs[0], messages, result)
+        _write_elf(dump, filt, job, outputs[0], messages, result, batch)
     elif len(outputs) == 1:
         _write_kdump_part(dump, filt, job, outputs[0], None, messages, result, batch)
     else:
@@ -266,10 +271,16 @@ def run_dump(dump: Dump, outputs: list[str], job: DumpJob, messages: Messages | 
     return result
 
 
-SHORT_OF_MEMORY = 256 << 20
+SHORT_OF_MEMORY = 64 << 20
 """MemAvailable below which the collector works in smaller cycles and batches, about 5 MiB less at
-its peak: in the lab's capture kernel crashkernel=112M leaves 35 MiB, 128M 50 MiB, 192M 112 MiB
-(there the capture took 5.3-5.5 s against 5.0-5.6 s with the large ones: no cost to speak of)."""
+its peak: in the lab's capture kernel crashkernel=112M leaves 35 MiB, 128M 50 MiB, 192M 112 MiB.
+Not higher: small batches cost time where many pages are written (-d 1 lzo on 5 GiB: 0.96 s with
+batches of 1024 pages, 1.29 s with 256)."""
+
+
+def work_sizes() -> tuple[int, int]:
+    """(pfns per filter cycle, pages per batch) for this machine: smaller where memory is short."""
+    return (SMALL_CYCLE_PFNS, SMALL_BATCH_PAGES) if _memory_is_short() else (CYCLE_PFNS, BATCH_PAGES)
 
 
 def _memory_is_short() -> bool:
@@ -309,10 +320,11 @@ def _keep_freed_memory() -> None:
 def mem_usage(dump: Dump, messages: Messages | None = None) -> str:
     """The page composition of a dump, as `makedumpfile --mem-usage` prints it (`print_mem_usage()`):
     every page kind -d 31 would exclude, zero pages found by reading the pages."""
-    filt = filter_pages(dump, 31, messages)
+    cycle, batch = work_sizes()
+    filt = filter_pages(dump, 31, messages, cycle=cycle)
     zero = 0
     ps = dump.page_size
-    for _, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr):
+    for _, pages in read_batches(dump, filt.bitmap2, 0, filt.max_mapnr, batch=batch):
         zero += int(np.count_nonzero(zero_pages(pages)))
     ex = dict(filt.excluded)
     ex[Category.ZERO] = zero

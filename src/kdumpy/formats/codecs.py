@@ -68,7 +68,8 @@ _MIN_TASK_PAGES = 32  # a Packer batch is split over its threads only in tasks a
 # thread re-takes the GIL after every page's library call, and a thread that does so every microsecond
 # or two starves the others (the GIL convoy): with lzo (about 1 us a page), snappy and zstd (2-3 us)
 # two threads and the reading thread were measured no faster than one thread, a few percent slower.
-# zlib's 20-40 us per page leaves room to scale. With the helper a whole task runs without the GIL.
+# zlib's 20-40 us per page (libz; libdeflate about 13 us) leaves room to scale. With the helper a
+# whole task runs without the GIL.
 _POOL_CODECS = frozenset({"zlib"})
 
 
@@ -225,6 +226,8 @@ class _Zlib(Codec):
 
     def __init__(self, deflate: str = DEFLATE[0]) -> None:
         super().__init__()
+        if deflate not in DEFLATE:
+            raise ValueError(f"unknown deflate library {deflate!r}")
         self.deflate = deflate
         """"libdeflate" or "libz": see `DEFLATE`."""
 

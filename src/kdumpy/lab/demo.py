@@ -22,7 +22,7 @@ __all__ = ["demo"]
 
 
 CRASHKERNEL = "192M"
-"""Room to spare for kdumpy dump in the capture kernel: 128M is the measured minimum
+"""Room to spare for kdumpy dump in the capture kernel: 112M is the measured minimum
 (docs/collector.md, "Capture kernel"); makedumpfile needs 96M."""
 CAPTURE = "{python} -m kdumpy dump -l -d 31 --message-level 7 /proc/vmcore {out}/dump.kdump"
 

@@ -47,7 +47,8 @@ from kdumpy.arm import kexec
 from kdumpy.arm.checks import lockdown
 from kdumpy.arm.crashkernel import iomem_entries, reservation
 from kdumpy.arm.root import Root
-from kdumpy.errors import UsageError
+from kdumpy.errors import KdumpyError, UsageError
+from kdumpy.formats.elf import EM_X86_64, PF_RWX, PT_LOAD, PT_NOTE, ElfCore, ProgramHeader, pack_headers
 
 __all__ = [
     "E820_ACPI",
@@ -141,15 +142,6 @@ _HDR_RAMDISK_SIZE = 0x21C
 _HDR_CMD_LINE_PTR = 0x228
 _BOOT_E820_ENTRY = struct.Struct("<QQI")  # struct boot_e820_entry (packed, 20 bytes)
 
-# ELF core header records (the same layouts kdumpy.formats.elf reads): Ehdr then Phdr per class.
-# The writer there lays out a file; here p_offset is a physical address (that is how vmcore.c reads
-# the elfcorehdr: PT_NOTE and PT_LOAD data live in the crashed kernel's memory), hence these few lines.
-_EHDR = {32: struct.Struct("<16sHHIIIIIHHHHHH"), 64: struct.Struct("<16sHHIQQQIHHHHHH")}
-_ET_CORE = 4
-_EM_X86_64 = 62
-_PT_LOAD = 1
-_PT_NOTE = 4
-_PF_RWX = 7
 
 
 class LegacyLoadError(kexec.KexecError):
@@ -383,26 +375,19 @@ def _kcore_layout(root: Root) -> tuple[int, RamRange | None, int]:
     page_offset, text, text_vaddr = DEFAULT_PAGE_OFFSET, None, 0
     try:
         with root.path("/proc/kcore").open("rb") as f:
-            ehdr = f.read(64)
-            if len(ehdr) < 64 or ehdr[:4] != b"\x7fELF" or ehdr[4] != 2:
-                return page_offset, None, 0
-            phoff, phentsize, phnum = (
-                struct.unpack_from("<Q", ehdr, 32)[0],
-                *struct.unpack_from("<HH", ehdr, 54),
-            )
-            f.seek(phoff)
-            table = f.read(phentsize * phnum)
-    except OSError:
+            kcore = ElfCore(f, os.fstat(f.fileno()).st_size)
+    except (OSError, KdumpyError):
+        return page_offset, None, 0
+    if kcore.elf_class != 64:
         return page_offset, None, 0
     found_ram = False
-    for i in range(len(table) // 56):
-        p_type, _fl, _off, vaddr, paddr, _fsz, memsz, _al = struct.unpack_from("<IIQQQQQQ", table, i * 56)
-        if p_type != _PT_LOAD or paddr in (0, 0xFFFFFFFFFFFFFFFF):
+    for p in kcore.loads:
+        if p.paddr in (0, 0xFFFFFFFFFFFFFFFF):
             continue
-        if vaddr >= START_KERNEL_MAP and text is None and vaddr < 0xFFFFFFFFC0000000:
-            text, text_vaddr = RamRange(paddr, paddr + memsz), vaddr
-        elif 0xFFFF800000000000 <= vaddr < START_KERNEL_MAP and not found_ram:
-            page_offset, found_ram = vaddr - paddr, True
+        if p.vaddr >= START_KERNEL_MAP and text is None and p.vaddr < 0xFFFFFFFFC0000000:
+            text, text_vaddr = RamRange(p.paddr, p.paddr + p.memsz), p.vaddr
+        elif 0xFFFF800000000000 <= p.vaddr < START_KERNEL_MAP and not found_ram:
+            page_offset, found_ram = p.vaddr - p.paddr, True
     return page_offset, text, text_vaddr
 
 
@@ -424,38 +409,28 @@ def elfcorehdr(
     ELF32 keeps the low 32 bits of p_vaddr, as kexec-tools' --elf32-core-headers does, and refuses
     anything physical above 4 GiB.
     """
-    if elf_class not in _EHDR:
+    if elf_class not in (32, 64):
         raise ValueError(f"elf_class must be 32 or 64, not {elf_class}")
-    ehdr = _EHDR[elf_class]
-    # Elf32_Phdr moves p_flags after p_memsz; Elf64_Phdr has it second.
-    phdr = struct.Struct("<IIIIIIII" if elf_class == 32 else "<IIQQQQQQ")
     limit = 1 << elf_class
-    rows: list[tuple[int, int, int, int, int, int]] = []  # type, flags, paddr, vaddr, size, align
+    rows: list[tuple[int, int, int, int, int]] = []  # type, flags, paddr, vaddr, size
     for n in notes:
-        rows.append((_PT_NOTE, 0, n.paddr, 0, n.size, 0))
+        rows.append((PT_NOTE, 0, n.paddr, 0, n.size))
     if kernel_text is not None:
         vaddr, r = kernel_text
-        rows.append((_PT_LOAD, _PF_RWX, r.start, vaddr, r.size, 0))
+        rows.append((PT_LOAD, PF_RWX, r.start, vaddr, r.size))
     for r in ram:
-        rows.append((_PT_LOAD, _PF_RWX, r.start, page_offset + r.start, r.size, 0))
-    phnum = len(rows)
-    ident = b"\x7fELF" + bytes([1 if elf_class == 32 else 2, 1, 1])  # class, ELFDATA2LSB, EV_CURRENT
-    # e_ident, e_type, e_machine, e_version, e_entry, e_phoff, e_shoff, e_flags, e_ehsize,
-    # e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
-    fields = (ident.ljust(16, b"\0"), _ET_CORE, _EM_X86_64, 1, 0, ehdr.size, 0, 0, ehdr.size, phdr.size)
-    out = bytearray(ehdr.pack(*fields, phnum, 0, 0, 0))
-    for p_type, flags, paddr, vaddr, size, align in rows:
+        rows.append((PT_LOAD, PF_RWX, r.start, page_offset + r.start, r.size))
+    phdrs = []
+    for p_type, flags, paddr, vaddr, size in rows:
         if paddr + size > limit:
             raise LegacyLoadError(
                 f"ELF{elf_class} cannot describe physical {paddr:#x}-{paddr + size - 1:#x} (above 4 GiB); "
                 "use ELF64 core headers on this machine"
             )
         vaddr &= limit - 1  # ELF32: low 32 bits (kexec-tools does the same); ELF64: unchanged
-        if elf_class == 32:
-            out += phdr.pack(p_type, paddr, vaddr, paddr, size, size, flags, align)
-        else:
-            out += phdr.pack(p_type, flags, paddr, vaddr, paddr, size, size, align)
-    return bytes(out)
+        # p_offset = p_paddr: vmcore.c reads the notes and loads of an elfcorehdr at their physical address.
+        phdrs.append(ProgramHeader(p_type, flags, paddr, vaddr, paddr, size, size, 0))
+    return pack_headers(elf_class, EM_X86_64, phdrs)
 
 
 def purgatory(base: int, boot_params_addr: int, entry: int) -> bytes:

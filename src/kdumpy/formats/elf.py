@@ -26,6 +26,7 @@ __all__ = [
     "EM_386",
     "EM_X86_64",
     "ET_CORE",
+    "PF_RWX",
     "PN_XNUM",
     "PT_LOAD",
     "PT_NOTE",
@@ -35,6 +36,7 @@ __all__ = [
     "LoadSpec",
     "ProgramHeader",
     "Sink",
+    "pack_headers",
 ]
 
 PT_NULL = 0
@@ -53,7 +55,7 @@ _ELFDATA2LSB = 1
 _ELFDATA2MSB = 2
 _EV_CURRENT = 1
 _EI_NIDENT = 16
-_PF_RWX = 7
+PF_RWX = 7
 _NOTE_ALIGN = 4  # p_align of the merged PT_NOTE in /proc/vmcore (fs/proc/vmcore.c)
 
 
@@ -147,7 +149,7 @@ class LoadSpec:
     """Bytes of data written for it (from its start)."""
     memsz: int
     """Bytes of memory it covers; memsz > filesz marks an excluded tail (as makedumpfile -E does)."""
-    flags: int = _PF_RWX
+    flags: int = PF_RWX
     """p_flags; RWX like the kernel and kexec-tools."""
 
 
@@ -328,6 +330,40 @@ class ElfCore:
         return list(self._notes)
 
 
+def pack_headers(elf_class: int, machine: int, phdrs: Sequence[ProgramHeader], *, flags: int = 0) -> bytes:
+    """A core file's ELF header (e_flags `flags`) and program headers right after it; with 65535
+    headers or more, extended numbering: section header 0 after them, as makedumpfile does."""
+    if elf_class not in _LAYOUTS:
+        raise ValueError(f"elf_class must be 32 or 64, not {elf_class}")
+    lay = _LAYOUTS[elf_class]
+    phnum = len(phdrs)
+    xnum = phnum >= PN_XNUM
+    ident = _ELFMAG + bytes([_ELFCLASS64 if elf_class == 64 else _ELFCLASS32, _ELFDATA2LSB, _EV_CURRENT])
+    ehdr = lay.ehdr.pack(
+        ident.ljust(_EI_NIDENT, b"\0"),
+        ET_CORE,
+        machine,
+        _EV_CURRENT,
+        0,  # e_entry
+        lay.ehdr.size,  # e_phoff
+        lay.ehdr.size + phnum * lay.phdr.size if xnum else 0,  # e_shoff
+        flags,
+        lay.ehdr.size,  # e_ehsize
+        lay.phdr.size,
+        PN_XNUM if xnum else phnum,
+        lay.shdr.size if xnum else 0,
+        1 if xnum else 0,  # e_shnum
+        0,  # e_shstrndx: SHN_UNDEF
+    )
+    out = bytearray(ehdr)
+    for p in phdrs:
+        out += p._pack(lay)
+    if xnum:
+        # Section header 0 of type SHT_NULL: sh_size = e_shnum, sh_link = e_shstrndx, sh_info = e_phnum.
+        out += lay.shdr.pack(0, 0, 0, 0, 0, 1, 0, phnum, 0, 0)
+    return bytes(out)
+
+
 class ElfCoreWriter:
     """Writes an ELF core file through a sink.
 
@@ -368,17 +404,13 @@ class ElfCoreWriter:
             raise ValueError(f"page_size must be a power of two, not {page_size}")
         self._sink = sink
         self._class = elf_class
-        self._layout = lay = _LAYOUTS[elf_class]
+        lay = _LAYOUTS[elf_class]
         self._machine = machine
         self._note_data = bytes(note_data)
 
         phnum = 1 + len(loads)
-        self._xnum = phnum >= PN_XNUM
-        self._phnum = phnum
         offset = lay.ehdr.size + phnum * lay.phdr.size
-        self._shoff = 0
-        if self._xnum:
-            self._shoff = offset
+        if phnum >= PN_XNUM:  # section header 0 follows the program headers (pack_headers)
             offset += lay.shdr.size
         self.note_offset = offset
         cursor = offset + len(self._note_data)
@@ -429,34 +461,8 @@ class ElfCoreWriter:
 
         May be called again once the data is written, to set makedumpfile's ELF_INCOMPLETE flag.
         """
-        lay = self._layout
-        ident = _ELFMAG + bytes([_ELFCLASS64 if self._class == 64 else _ELFCLASS32, _ELFDATA2LSB,
-                                 _EV_CURRENT])  # fmt: skip
-        ident = ident.ljust(_EI_NIDENT, b"\0")
-        ehdr = lay.ehdr.pack(
-            ident,
-            ET_CORE,
-            self._machine,
-            _EV_CURRENT,
-            0,  # e_entry
-            lay.ehdr.size,  # e_phoff
-            self._shoff,
-            ELF_INCOMPLETE if incomplete else 0,
-            lay.ehdr.size,  # e_ehsize
-            lay.phdr.size,
-            PN_XNUM if self._xnum else self._phnum,
-            lay.shdr.size if self._xnum else 0,
-            1 if self._xnum else 0,  # e_shnum
-            0,  # e_shstrndx: SHN_UNDEF
-        )
-        out = bytearray(ehdr)
-        for p in self.phdrs:
-            out += p._pack(lay)
-        if self._xnum:
-            # Section header 0 of type SHT_NULL: sh_size = e_shnum, sh_link = e_shstrndx, sh_info = e_phnum.
-            out += lay.shdr.pack(0, 0, 0, 0, 0, 1, 0, self._phnum, 0, 0)
-        out += self._note_data
-        self._sink.write_at(0, bytes(out))
+        out = pack_headers(self._class, self._machine, self.phdrs, flags=ELF_INCOMPLETE if incomplete else 0)
+        self._sink.write_at(0, out + self._note_data)
 
     def write_load_data(self, index: int, offset_in_load: int, data: bytes | memoryview) -> None:
         """Write part of load `index`'s data, `offset_in_load` bytes after its start."""

@@ -136,8 +136,6 @@ static size_t store_one(const struct kdumpy_packer *pk, const uint8_t *page, uin
 		n = ((libdeflate_zlib_fn)pk->compress)(pk->state, page, ps, dst, ps - 1);
 		ok = n != 0;
 		break;
-	default:
-		return 0; /* not a codec: kdumpy_pack() refuses it */
 	}
 	if (!ok || n >= ps) {
 		memmove(dst, page, ps);

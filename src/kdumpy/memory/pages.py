@@ -455,8 +455,7 @@ class MemMap:
             for at in range(first, pfn + count, step):
                 i = (at - lo) // step
                 valid[i] = self._read_into(paddr + (at - pfn) * size, raw[i * size : (i + 1) * size])
-        raw.reshape(n, size)[~valid] = 0
-        return raw.view(self.layout.dtype), valid
+        return raw.view(self.layout.dtype), valid  # a record not read stays zeros
 
     def _mapped(self, lo: int, hi: int) -> Iterator[tuple[int, int, int]]:
         """(paddr, first pfn, count) of the struct pages of pfns [lo, hi) that are mapped, in pieces
